@@ -1,0 +1,314 @@
+"""The EC2 + SSM provider: GPU instances, their EBS volumes, and commands through SSM Run Command.
+
+Commands on the instances are shell scripts sent with `AWS-RunShellScript`. Their first two
+lines name the operation and its non-secret arguments (`# restarter-op:` and
+`# restarter-args:`), so that command history says what ran and why. Environment values are
+never part of a command: the script reads them from a SecureString parameter on the instance.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from restarter.adapters.aws_errors import call, translated
+from restarter.domain.errors import ProviderError
+from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, VolumeView
+
+CONTAINER_NAME = "restarter-workload"
+
+
+def _script(op: str, args: dict[str, Any]) -> list[str]:
+    header = [
+        f"# restarter-op: {op}",
+        f"# restarter-args: {json.dumps(args, sort_keys=True)}",
+        "set -euo pipefail",
+    ]
+    if op == "stop_services":
+        grace = int(args["grace_seconds"])
+        return [
+            *header,
+            f"if docker inspect {CONTAINER_NAME} >/dev/null 2>&1; then",
+            f"  docker stop --time {grace} {CONTAINER_NAME}",
+            "fi",
+            f"echo stopped services within {grace}s",
+        ]
+    if op == "start_services":
+        ports = " ".join(
+            f"-p {int(p['external_port'])}:{int(p['internal_port'])}/{shlex.quote(p['protocol'])}"
+            for p in args["ports"]
+        )
+        env_lines = []
+        if args.get("environment_parameter"):
+            env_lines = [
+                "umask 077",
+                "aws ssm get-parameter --with-decryption --name "
+                f"{shlex.quote(args['environment_parameter'])} --query Parameter.Value --output text"
+                " | python3 -c 'import json,sys; [print(f\"{k}={v}\") for k,v in json.load(sys.stdin).items()]'"
+                " > /run/restarter.env",
+            ]
+        env_flag = "--env-file /run/restarter.env" if env_lines else ""
+        image = shlex.quote(args["image"])
+        return [
+            *header,
+            *env_lines,
+            f"docker pull {image}",
+            f"docker rm -f {CONTAINER_NAME} >/dev/null 2>&1 || true",
+            f"docker run -d --name {CONTAINER_NAME} --gpus all --restart unless-stopped {env_flag} {ports} {image}",
+            "rm -f /run/restarter.env",
+            f"echo started {image}",
+        ]
+    if op == "health_check":
+        port_checks = [
+            f"if nc -z {'-u ' if p['protocol'] == 'udp' else ''}127.0.0.1 {int(p['internal_port'])}; "
+            f"then echo 'port: {p['protocol']}/{int(p['internal_port'])} open'; "
+            f"else echo 'port: {p['protocol']}/{int(p['internal_port'])} closed'; fi"
+            for p in args["ports"]
+        ]
+        return [
+            *header,
+            "set +e",
+            'echo "gpus: $(nvidia-smi -L | wc -l)"',
+            "nvidia-smi -L | sed 's/^/gpu: /'",
+            f"state=$(docker inspect -f '{{{{.State.Status}}}} {{{{.Config.Image}}}}' {CONTAINER_NAME} 2>/dev/null"
+            " || echo missing)",
+            'echo "container: $state"',
+            *port_checks,
+            "dmesg --since '-30min' 2>/dev/null | grep -E 'NVRM: Xid' | sed 's/^/xid: /'",
+            "exit 0",
+        ]
+    raise ProviderError(f"unknown command operation {op}", {"op": op})
+
+
+class Ec2Provider:
+    def __init__(self, ec2: Any, ssm: Any) -> None:
+        self._ec2 = ec2
+        self._ssm = ssm
+
+    # ----------------------------------------------------------- inventory
+    def describe_instances(self, instance_ids: list[str]) -> list[InstanceView]:
+        with translated("ec2:DescribeInstances"):
+            reservations = self._ec2.describe_instances(InstanceIds=instance_ids)["Reservations"]
+        with translated("ec2:DescribeInstanceStatus"):
+            statuses = self._ec2.describe_instance_status(InstanceIds=instance_ids, IncludeAllInstances=True)[
+                "InstanceStatuses"
+            ]
+        by_id = {s["InstanceId"]: s for s in statuses}
+        views = []
+        for reservation in reservations:
+            for inst in reservation["Instances"]:
+                status = by_id.get(inst["InstanceId"], {})
+                views.append(
+                    InstanceView(
+                        instance_id=inst["InstanceId"],
+                        state=inst["State"]["Name"],
+                        instance_type=inst["InstanceType"],
+                        instance_status=status.get("InstanceStatus", {}).get("Status", "not-applicable"),
+                        system_status=status.get("SystemStatus", {}).get("Status", "not-applicable"),
+                        public_dns=inst.get("PublicDnsName") or None,
+                        private_ip=inst.get("PrivateIpAddress"),
+                        tags={t["Key"]: t["Value"] for t in inst.get("Tags", [])},
+                    )
+                )
+        return sorted(views, key=lambda v: instance_ids.index(v.instance_id))
+
+    def describe_volumes(self, instance_ids: list[str]) -> list[VolumeView]:
+        with translated("ec2:DescribeInstances"):
+            reservations = self._ec2.describe_instances(InstanceIds=instance_ids)["Reservations"]
+        roots: dict[str, str] = {}
+        for reservation in reservations:
+            for inst in reservation["Instances"]:
+                roots[inst["InstanceId"]] = inst.get("RootDeviceName", "/dev/sda1")
+        with translated("ec2:DescribeVolumes"):
+            volumes = self._ec2.describe_volumes(
+                Filters=[{"Name": "attachment.instance-id", "Values": instance_ids}]
+            )["Volumes"]
+        views = []
+        for volume in volumes:
+            for attachment in volume.get("Attachments", []):
+                if attachment["InstanceId"] in roots:
+                    views.append(
+                        VolumeView(
+                            volume_id=volume["VolumeId"],
+                            instance_id=attachment["InstanceId"],
+                            device_name=attachment["Device"],
+                            size_gb=int(volume["Size"]),
+                            is_root=attachment["Device"] == roots[attachment["InstanceId"]],
+                        )
+                    )
+        return sorted(views, key=lambda v: (v.instance_id, v.device_name))
+
+    @staticmethod
+    def _type_info(raw: dict[str, Any]) -> InstanceTypeInfo:
+        gpus = raw.get("GpuInfo", {}).get("Gpus", [])
+        return InstanceTypeInfo(
+            name=raw["InstanceType"],
+            vcpus=int(raw["VCpuInfo"]["DefaultVCpus"]),
+            memory_gb=int(raw["MemoryInfo"]["SizeInMiB"]) // 1024,
+            gpu_count=sum(int(g.get("Count", 0)) for g in gpus),
+            gpu_name=gpus[0].get("Name") if gpus else None,
+            gpu_manufacturer=gpus[0].get("Manufacturer") if gpus else None,
+        )
+
+    def describe_instance_type(self, name: str) -> InstanceTypeInfo:
+        with translated("ec2:DescribeInstanceTypes"):
+            types = self._ec2.describe_instance_types(InstanceTypes=[name])["InstanceTypes"]
+        if not types:
+            raise ProviderError(f"unknown instance type {name}", {"instance_type": name})
+        return self._type_info(types[0])
+
+    def instance_types_in_family(self, family: str) -> list[InstanceTypeInfo]:
+        found: list[InstanceTypeInfo] = []
+        paginator = self._ec2.get_paginator("describe_instance_types")
+        with translated("ec2:DescribeInstanceTypes"):
+            for page in paginator.paginate(Filters=[{"Name": "instance-type", "Values": [f"{family}.*"]}]):
+                found += [self._type_info(t) for t in page["InstanceTypes"]]
+        return found
+
+    # ----------------------------------------------------------- power
+    def reboot(self, instance_ids: list[str]) -> None:
+        call("ec2:RebootInstances", lambda: self._ec2.reboot_instances(InstanceIds=instance_ids))
+
+    def stop(self, instance_ids: list[str], *, force: bool) -> None:
+        call("ec2:StopInstances", lambda: self._ec2.stop_instances(InstanceIds=instance_ids, Force=force))
+
+    def start(self, instance_ids: list[str]) -> None:
+        call("ec2:StartInstances", lambda: self._ec2.start_instances(InstanceIds=instance_ids))
+
+    def modify_instance_type(self, instance_id: str, instance_type: str) -> None:
+        call(
+            "ec2:ModifyInstanceAttribute",
+            lambda: self._ec2.modify_instance_attribute(
+                InstanceId=instance_id, InstanceType={"Value": instance_type}
+            ),
+        )
+
+    # ----------------------------------------------------------- storage
+    def create_checkpoint(self, instance_ids: list[str], tags: dict[str, str]) -> dict[str, dict[str, str]]:
+        volumes = {v.volume_id: v for v in self.describe_volumes(instance_ids)}
+        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        result: dict[str, dict[str, str]] = {}
+        for instance_id in instance_ids:
+            response = call(
+                "ec2:CreateSnapshots",
+                lambda iid=instance_id: self._ec2.create_snapshots(  # type: ignore[misc]
+                    InstanceSpecification={"InstanceId": iid, "ExcludeBootVolume": False},
+                    Description=f"restarter checkpoint {tags.get('restarter:checkpoint', '')}",
+                    TagSpecifications=[{"ResourceType": "snapshot", "Tags": tag_list}],
+                    CopyTagsFromSource="volume",
+                ),
+            )
+            for snap in response["Snapshots"]:
+                volume = volumes.get(snap["VolumeId"])
+                device = volume.device_name if volume else snap["VolumeId"]
+                result.setdefault(instance_id, {})[device] = snap["SnapshotId"]
+        return result
+
+    def snapshot_states(self, snapshot_ids: list[str]) -> dict[str, str]:
+        with translated("ec2:DescribeSnapshots"):
+            snaps = self._ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]
+        return {s["SnapshotId"]: s["State"] for s in snaps}
+
+    def grow_volume(self, volume_id: str, size_gb: int) -> None:
+        call("ec2:ModifyVolume", lambda: self._ec2.modify_volume(VolumeId=volume_id, Size=size_gb))
+
+    def volume_modification_states(self, volume_ids: list[str]) -> dict[str, str]:
+        with translated("ec2:DescribeVolumesModifications"):
+            mods = self._ec2.describe_volumes_modifications(VolumeIds=volume_ids)["VolumesModifications"]
+        return {m["VolumeId"]: m.get("ModificationState", "completed") for m in mods}
+
+    def replace_root_volume(self, instance_id: str, snapshot_id: str) -> str:
+        response = call(
+            "ec2:CreateReplaceRootVolumeTask",
+            lambda: self._ec2.create_replace_root_volume_task(
+                InstanceId=instance_id, SnapshotId=snapshot_id, DeleteReplacedRootVolume=False
+            ),
+        )
+        return str(response["ReplaceRootVolumeTask"]["ReplaceRootVolumeTaskId"])
+
+    def replace_root_volume_states(self, instance_id: str, task_ids: list[str]) -> dict[str, str]:
+        with translated("ec2:DescribeReplaceRootVolumeTasks"):
+            tasks = self._ec2.describe_replace_root_volume_tasks(ReplaceRootVolumeTaskIds=task_ids)[
+                "ReplaceRootVolumeTasks"
+            ]
+        return {t["ReplaceRootVolumeTaskId"]: t["TaskState"] for t in tasks}
+
+    # ----------------------------------------------------------- commands
+    def run_command(
+        self, instance_ids: list[str], op: str, args: dict[str, Any], timeout_seconds: int
+    ) -> str:
+        commands = _script(op, args)
+        response = call(
+            "ssm:SendCommand",
+            lambda: self._ssm.send_command(
+                InstanceIds=instance_ids,
+                DocumentName="AWS-RunShellScript",
+                Comment=f"restarter {op}",
+                TimeoutSeconds=max(30, timeout_seconds),
+                Parameters={"commands": commands, "executionTimeout": [str(max(30, timeout_seconds))]},
+            ),
+        )
+        return str(response["Command"]["CommandId"])
+
+    def run_patch_baseline(self, instance_ids: list[str]) -> str:
+        response = call(
+            "ssm:SendCommand",
+            lambda: self._ssm.send_command(
+                InstanceIds=instance_ids,
+                DocumentName="AWS-RunPatchBaseline",
+                Comment="restarter apply_system_updates",
+                Parameters={"Operation": ["Install"], "RebootOption": ["NoReboot"]},
+            ),
+        )
+        return str(response["Command"]["CommandId"])
+
+    def command_invocations(self, command_id: str, instance_ids: list[str]) -> list[CommandInvocation]:
+        result = []
+        for instance_id in instance_ids:
+            inv = call(
+                "ssm:GetCommandInvocation",
+                lambda iid=instance_id: self._ssm.get_command_invocation(  # type: ignore[misc]
+                    CommandId=command_id, InstanceId=iid
+                ),
+            )
+            result.append(
+                CommandInvocation(
+                    instance_id=instance_id,
+                    status=inv.get("Status", "Pending"),
+                    response_code=int(inv.get("ResponseCode", -1)),
+                    stdout=inv.get("StandardOutputContent", ""),
+                    stderr=inv.get("StandardErrorContent", ""),
+                )
+            )
+        return result
+
+    def agents_online(self, instance_ids: list[str]) -> dict[str, bool]:
+        with translated("ssm:DescribeInstanceInformation"):
+            info = self._ssm.describe_instance_information(
+                Filters=[{"Key": "InstanceIds", "Values": instance_ids}]
+            )["InstanceInformationList"]
+        online = {i["InstanceId"]: i.get("PingStatus") == "Online" for i in info}
+        return {iid: online.get(iid, False) for iid in instance_ids}
+
+    # ----------------------------------------------------------- environment
+    def put_environment(self, parameter: str, values: dict[str, str]) -> int:
+        response = call(
+            "ssm:PutParameter",
+            lambda: self._ssm.put_parameter(
+                Name=parameter, Value=json.dumps(values, sort_keys=True), Type="SecureString", Overwrite=True
+            ),
+        )
+        return int(response["Version"])
+
+    def get_environment(self, parameter: str, version: int | None = None) -> dict[str, str]:
+        name = f"{parameter}:{version}" if version else parameter
+        try:
+            with translated("ssm:GetParameter"):
+                response = self._ssm.get_parameter(Name=name, WithDecryption=True)
+        except ProviderError as exc:
+            if exc.details.get("aws_error_code") == "ParameterNotFound":
+                return {}
+            raise
+        values: dict[str, str] = json.loads(response["Parameter"]["Value"])
+        return values

@@ -1,0 +1,220 @@
+"""DynamoDB persistence for clusters, restart records, cluster locks and the audit trail.
+
+Records are stored whole as JSON in a `body` attribute beside the key and index attributes:
+the models stay the single description of their shape, and writes are guarded by a `version`
+condition so two writers never silently overwrite each other.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from restarter.adapters.aws_errors import error_code, translated
+from restarter.domain.errors import ConflictError, InvalidStateError
+from restarter.domain.models import Cluster, RestartRecord, format_time
+
+
+class ClusterStore:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def get(self, cluster_id: str) -> Cluster | None:
+        with translated("dynamodb:GetItem"):
+            item = self._client.get_item(
+                TableName=self._table, Key={"cluster_id": {"S": cluster_id}}, ConsistentRead=True
+            ).get("Item")
+        return Cluster.model_validate_json(item["body"]["S"]) if item else None
+
+    def put(self, cluster: Cluster) -> None:
+        item = {
+            "cluster_id": {"S": cluster.id},
+            "tenant_id": {"S": cluster.tenant_id},
+            "status": {"S": cluster.status},
+            "body": {"S": cluster.model_dump_json()},
+        }
+        with translated("dynamodb:PutItem"):
+            self._client.put_item(TableName=self._table, Item=item)
+
+    def list_all(self) -> list[Cluster]:
+        clusters: list[Cluster] = []
+        kwargs: dict[str, Any] = {"TableName": self._table}
+        while True:
+            with translated("dynamodb:Scan"):
+                page = self._client.scan(**kwargs)
+            clusters += [Cluster.model_validate_json(i["body"]["S"]) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return sorted(clusters, key=lambda c: c.id)
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class RestartStore:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def get(self, restart_id: str) -> tuple[RestartRecord, int] | None:
+        """The record and its version (for a guarded write back)."""
+        with translated("dynamodb:GetItem"):
+            item = self._client.get_item(
+                TableName=self._table, Key={"restart_id": {"S": restart_id}}, ConsistentRead=True
+            ).get("Item")
+        if not item:
+            return None
+        return RestartRecord.model_validate_json(item["body"]["S"]), int(item["version"]["N"])
+
+    def put(self, record: RestartRecord, expected_version: int | None) -> int:
+        """Write the record; `expected_version=None` means it must not exist yet."""
+        version = (expected_version or 0) + 1
+        item = {
+            "restart_id": {"S": record.id},
+            "cluster_id": {"S": record.cluster_id},
+            "restart_initiated_at": {"S": record.restart_initiated_at},
+            "status": {"S": record.status},
+            "version": {"N": str(version)},
+            "body": {"S": record.model_dump_json()},
+        }
+        if expected_version is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(restart_id)"}
+        else:
+            condition = {
+                "ConditionExpression": "version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
+            }
+        try:
+            self._client.put_item(TableName=self._table, Item=item, **condition)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise ConflictError(
+                    "The restart record changed underneath this update", {"restart_id": record.id}
+                ) from exc
+            with translated("dynamodb:PutItem"):
+                raise
+        return version
+
+    def list_for_cluster(self, cluster_id: str, limit: int = 50) -> list[RestartRecord]:
+        with translated("dynamodb:Query"):
+            page = self._client.query(
+                TableName=self._table,
+                IndexName="by_cluster",
+                KeyConditionExpression="cluster_id = :c",
+                ExpressionAttributeValues={":c": {"S": cluster_id}},
+                ScanIndexForward=False,
+                Limit=limit,
+            )
+        return [RestartRecord.model_validate_json(i["body"]["S"]) for i in page.get("Items", [])]
+
+
+class ClusterLock:
+    """One restart at a time per cluster. A lock expires, so a lost cleanup cannot wedge a cluster."""
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    @staticmethod
+    def _key(cluster_id: str) -> dict[str, Any]:
+        return {"lock_id": {"S": f"cluster#{cluster_id}"}}
+
+    def acquire(self, cluster_id: str, owner: str, now: datetime, expires_at: datetime) -> None:
+        item = {
+            **self._key(cluster_id),
+            "owner": {"S": owner},
+            "acquired_at": {"S": format_time(now)},
+            "expires_at": {"S": format_time(expires_at)},
+            "expires_at_epoch": {"N": str(int(expires_at.timestamp()))},
+        }
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(lock_id) OR expires_at_epoch < :now",
+                ExpressionAttributeValues={":now": {"N": str(int(now.timestamp()))}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                with translated("dynamodb:PutItem"):
+                    raise
+            holder = self.holder(cluster_id)
+            raise InvalidStateError(
+                "Cluster cannot be restarted in current state",
+                {
+                    "current_status": "restarting",
+                    "allowed_states": ["running", "stopped", "error"],
+                    "suggestion": "Wait for the restart in progress to finish, or cancel it",
+                    "restart_id": holder,
+                },
+            ) from exc
+
+    def release(self, cluster_id: str, owner: str) -> bool:
+        """Release if `owner` holds it. Returns False when someone else (or nobody) holds it."""
+        try:
+            self._client.delete_item(
+                TableName=self._table,
+                Key=self._key(cluster_id),
+                ConditionExpression="#o = :owner",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":owner": {"S": owner}},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            with translated("dynamodb:DeleteItem"):
+                raise
+        return True
+
+    def holder(self, cluster_id: str) -> str | None:
+        with translated("dynamodb:GetItem"):
+            item = self._client.get_item(
+                TableName=self._table, Key=self._key(cluster_id), ConsistentRead=True
+            ).get("Item")
+        return item["owner"]["S"] if item else None
+
+
+class AuditLog:
+    """Who asked for what, why, what changed and how it ended. Callers pass redacted data only."""
+
+    RETENTION_DAYS = 400
+
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    def record(
+        self, entity_id: str, action: str, actor: str, outcome: str, now: datetime, **details: Any
+    ) -> None:
+        recorded_at = f"{format_time(now)}#{uuid.uuid4().hex[:8]}"
+        item = {
+            "entity_id": {"S": entity_id},
+            "recorded_at": {"S": recorded_at},
+            "action": {"S": action},
+            "actor": {"S": actor},
+            "outcome": {"S": outcome},
+            "details": {"S": json.dumps(details, default=str, sort_keys=True)},
+            "expires_at_epoch": {"N": str(int(now.timestamp()) + self.RETENTION_DAYS * 86400)},
+        }
+        with translated("dynamodb:PutItem"):
+            self._client.put_item(TableName=self._table, Item=item)
+
+    def entries(self, entity_id: str) -> list[dict[str, Any]]:
+        with translated("dynamodb:Query"):
+            page = self._client.query(
+                TableName=self._table,
+                KeyConditionExpression="entity_id = :e",
+                ExpressionAttributeValues={":e": {"S": entity_id}},
+            )
+        return [
+            {
+                "recorded_at": i["recorded_at"]["S"],
+                "action": i["action"]["S"],
+                "actor": i["actor"]["S"],
+                "outcome": i["outcome"]["S"],
+                "details": json.loads(i["details"]["S"]),
+            }
+            for i in page.get("Items", [])
+        ]

@@ -1,0 +1,45 @@
+"""StartRestartFunction: start one restart from a direct invocation (CLI, other services).
+
+Event: `{"cluster_id": "...", "request": {<the seed's body>}, "requested_by": "...",
+"trigger": "cli"}`. Answers the restart record, or the seed's error envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+
+from restarter.domain.errors import RestarterError
+from restarter.observability import logger
+from restarter.services.dependencies import get_dependencies
+from restarter.services.restart_intake import accept_restart
+
+
+class StartRestartEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cluster_id: str = Field(min_length=1, max_length=128)
+    request: Any = None
+    requested_by: str = Field(default="unknown", max_length=200)
+    trigger: Literal["api", "schedule", "alarm", "queue", "cli"] = "cli"
+
+
+@logger.inject_lambda_context(clear_state=True)
+@event_parser(model=StartRestartEvent)
+def lambda_handler(event: StartRestartEvent, context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(cluster_id=event.cluster_id, trigger=event.trigger)
+    try:
+        record = accept_restart(
+            get_dependencies(),
+            event.cluster_id,
+            event.request,
+            trigger=event.trigger,
+            requested_by=event.requested_by,
+        )
+    except RestarterError as exc:
+        logger.info("restart refused", error_code=exc.code)
+        return exc.to_envelope()
+    return {"success": True, "data": record.model_dump(mode="json", exclude={"phase_state"})}

@@ -1,0 +1,352 @@
+"""The embedded AWS: moto in-process, Step Functions running the real ASL, the real handlers.
+
+`LocalAws` provisions what `template.yaml` declares (tables, bus, functions, the state machine
+from its ASL file), makes moto's Lambda run our handlers in-process, scales Step Functions
+waits and retry backoff by `time_scale`, and installs a clock that runs at the same scale, so
+that deadlines, waits and recorded durations agree with each other.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+from moto import mock_aws
+
+from restarter.local.moto_ext import SimulatedAgentState, install_extensions
+from restarter.services.dependencies import Dependencies, build_dependencies, use_dependencies
+from restarter.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+TEMPLATE = REPO_ROOT / "template.yaml"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+
+class ScaledClock:
+    """Simulated time: starts at the real time, runs `scale` times faster."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self._origin = datetime.now(UTC)
+        self._start = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._origin + timedelta(seconds=(time.monotonic() - self._start) * self.scale)
+
+
+# ------------------------------------------------------------------ template reading
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation short-form tags (!Ref, !Sub, ...) as plain values."""
+
+
+def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {f"Fn::{suffix}" if suffix != "Ref" else "Ref": value}
+
+
+_CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    with path.open() as handle:
+        return dict(yaml.load(handle, Loader=_CfnLoader))  # noqa: S506 - SafeLoader subclass
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    handler: str
+
+
+def function_specs(template: dict[str, Any]) -> dict[str, FunctionSpec]:
+    return {
+        logical_id: FunctionSpec(logical_id, resource["Properties"]["Handler"])
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+# ------------------------------------------------------------------ Lambda inside Step Functions
+
+
+class LocalLambdaContext:
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}"
+        self.memory_limit_in_mb = 256
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + 120
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class FunctionRegistry:
+    """Dispatches moto's Lambda invocations to our handlers, by function name or ARN."""
+
+    def __init__(self, specs: dict[str, FunctionSpec]) -> None:
+        self.specs = specs
+        self.invocations: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def handler_for(self, function_name: str) -> Any:
+        name = function_name.split(":function:")[-1].split(":")[0]
+        spec = self.specs[name]
+        module_name, _, attribute = spec.handler.rpartition(".")
+        return name, getattr(import_module(module_name), attribute)
+
+    def invoke(self, function_name: str, event: Any) -> tuple[Any, bool]:
+        """Run the handler; returns (result, errored) like Lambda's Unhandled function error."""
+        name, handler = self.handler_for(function_name)
+        with self._lock:
+            self.invocations.append((name, event))
+        try:
+            return handler(event, LocalLambdaContext(name)), False
+        except Exception as exc:  # the Lambda runtime reports any exception the same way
+            return {"errorType": type(exc).__name__, "errorMessage": str(exc)}, True
+
+
+_active_registry: FunctionRegistry | None = None
+_active_scale: float = 1.0
+_shims_installed = False
+
+
+def _install_step_functions_shims() -> None:
+    """Patch moto once per process; the patches read the active engine's registry and scale."""
+    global _shims_installed  # noqa: PLW0603
+    if _shims_installed:
+        return
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+
+    def invoke(
+        self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
+    ) -> bytes:
+        if _active_registry is None:
+            raise RuntimeError("no local engine is running")
+        event = json.loads(body) if body else {}
+        result, errored = _active_registry.invoke(function_name, event)
+        if errored:
+            response_headers["x-amz-function-error"] = "Unhandled"
+        return json.dumps(result, default=str).encode()
+
+    original_wait = WaitFunction._wait_interval
+
+    def scaled_wait(self: Any, env: Any, wait_seconds: int) -> None:
+        real = wait_seconds / _active_scale
+        if real > 0:
+            env.program_state_event.wait(real)
+        if not env.is_running():
+            return
+        return None
+
+    class _ScaledTime:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            time.sleep(seconds / _active_scale)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(time, name)
+
+    LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+    WaitFunction._wait_interval = scaled_wait  # type: ignore[method-assign]
+    retrier_decl.time = _ScaledTime()  # type: ignore[attr-defined]
+    _ = original_wait
+    _shims_installed = True
+
+
+# ------------------------------------------------------------------ the engine
+
+
+class LocalAws:
+    """The whole system on moto. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, time_scale: float = 600.0, template: Path = TEMPLATE) -> None:
+        self.time_scale = time_scale
+        self.template = load_template(template)
+        self.clock = ScaledClock(time_scale)
+        self.agent = SimulatedAgentState()
+        self.registry = FunctionRegistry(function_specs(self.template))
+        self._mock: Any = None
+        self.settings: Settings | None = None
+        self.deps: Dependencies | None = None
+
+    # --------------------------------------------------------------- lifecycle
+    def __enter__(self) -> LocalAws:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        global _active_registry, _active_scale  # noqa: PLW0603
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "Restarter",
+        }.items():
+            os.environ.setdefault(key, value)
+        self._mock = mock_aws(
+            config={
+                "stepfunctions": {"execute_state_machine": True},
+                "lambda": {"use_docker": False},
+                "core": {"reset_boto3_session": True},
+            }
+        )
+        self._mock.start()
+        _install_step_functions_shims()
+        install_extensions(self.agent)
+        _active_registry = self.registry
+        _active_scale = self.time_scale
+        self.settings = self._provision()
+        self.deps = build_dependencies(self.settings, clock=self.clock)
+        use_dependencies(self.deps)
+
+    def stop(self) -> None:
+        global _active_registry  # noqa: PLW0603
+        self.wait_for_executions(timeout=30, raise_on_timeout=False)
+        use_dependencies(None)
+        _active_registry = None
+        self.agent.reset()
+        if self._mock is not None:
+            self._mock.stop()
+            self._mock = None
+
+    # --------------------------------------------------------------- clients
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
+
+    # --------------------------------------------------------------- provisioning
+    def _provision(self) -> Settings:
+        resources = self.template["Resources"]
+        stage = "local"
+        names = {
+            "ClustersTable": f"restarter-{stage}-clusters",
+            "RestartsTable": f"restarter-{stage}-restarts",
+            "LocksTable": f"restarter-{stage}-locks",
+            "AuditTable": f"restarter-{stage}-audit",
+        }
+        dynamodb = self.client("dynamodb")
+        for logical_id, table_name in names.items():
+            props = resources[logical_id]["Properties"]
+            kwargs: dict[str, Any] = {
+                "TableName": table_name,
+                "AttributeDefinitions": props["AttributeDefinitions"],
+                "KeySchema": props["KeySchema"],
+                "BillingMode": "PAY_PER_REQUEST",
+            }
+            if props.get("GlobalSecondaryIndexes"):
+                kwargs["GlobalSecondaryIndexes"] = [
+                    {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
+                    for g in props["GlobalSecondaryIndexes"]
+                ]
+            dynamodb.create_table(**kwargs)
+        bus = f"restarter-{stage}"
+        self.client("events").create_event_bus(Name=bus)
+
+        role_arn = self.client("iam").create_role(
+            RoleName="restarter-local",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        lam = self.client("lambda")
+        arns: dict[str, str] = {}
+        for logical_id, spec in self.registry.specs.items():
+            arns[logical_id] = lam.create_function(
+                FunctionName=logical_id,
+                Runtime="python3.12",
+                Role=role_arn,
+                Handler=spec.handler,
+                Code={"ZipFile": _empty_zip()},
+            )["FunctionArn"]
+
+        machine = resources["RestartStateMachine"]["Properties"]
+        definition = (REPO_ROOT / machine["DefinitionUri"]).read_text()
+        for key in machine.get("DefinitionSubstitutions", {}):
+            logical = key.removesuffix("Arn")
+            definition = definition.replace("${" + key + "}", arns[logical])
+        state_machine_arn = self.client("stepfunctions").create_state_machine(
+            name="restarter-local-restart", definition=definition, roleArn=role_arn
+        )["stateMachineArn"]
+
+        return Settings(
+            clusters_table=names["ClustersTable"],
+            restarts_table=names["RestartsTable"],
+            locks_table=names["LocksTable"],
+            audit_table=names["AuditTable"],
+            event_bus_name=bus,
+            state_machine_arn=state_machine_arn,
+            region=REGION,
+        )
+
+    # --------------------------------------------------------------- executions
+    def executions(self) -> list[dict[str, Any]]:
+        assert self.settings and self.settings.state_machine_arn
+        sfn = self.client("stepfunctions")
+        return list(sfn.list_executions(stateMachineArn=self.settings.state_machine_arn)["executions"])
+
+    def wait_for_execution(self, execution_arn: str, timeout: float = 60) -> dict[str, Any]:
+        sfn = self.client("stepfunctions")
+        end = time.monotonic() + timeout
+        while True:
+            described = sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] != "RUNNING":
+                return dict(described)
+            if time.monotonic() > end:
+                raise TimeoutError(f"execution still running after {timeout}s: {execution_arn}")
+            time.sleep(0.02)
+
+    def wait_for_executions(self, timeout: float = 60, *, raise_on_timeout: bool = True) -> None:
+        if self.settings is None or self._mock is None:
+            return
+        for execution in self.executions():
+            try:
+                self.wait_for_execution(execution["executionArn"], timeout)
+            except TimeoutError:
+                if raise_on_timeout:
+                    raise
+
+    def execution_history(self, execution_arn: str) -> list[dict[str, Any]]:
+        sfn = self.client("stepfunctions")
+        events: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
+        while True:
+            page = sfn.get_execution_history(**kwargs)
+            events += page["events"]
+            if not page.get("nextToken"):
+                return events
+            kwargs["nextToken"] = page["nextToken"]
+
+
+def _empty_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "restarter runs in-process in local mode\n")
+    return buffer.getvalue()

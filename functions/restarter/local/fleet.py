@@ -1,0 +1,110 @@
+"""A simulated GPU fleet on the embedded AWS: EC2 instances tagged by cluster, their EBS
+volumes, the container spec with its environment in a SecureString parameter, and the
+cluster record. Clusters are described by `ClusterSpec` (fleet files use the same fields).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from restarter.adapters.provider import Provider
+from restarter.domain.models import Cluster, ClusterStatus, ContainerSpec, PortMapping, VolumeInfo, format_time
+from restarter.local.engine import LocalAws
+from restarter.services.restart_intake import cluster_environment_parameter
+
+
+class ClusterSpec(BaseModel):
+    id: str
+    name: str
+    instance_type: str = "p4d.24xlarge"
+    instance_count: int = Field(default=1, ge=1, le=64)
+    status: ClusterStatus = "running"
+    labels: dict[str, str] = Field(default_factory=dict)
+    image: str = "tensorone/pytorch:2.1-cuda12.1"
+    environment: dict[str, str] = Field(default_factory=dict)
+    ports: list[PortMapping] = Field(default_factory=list)
+    root_volume_gb: int = 200
+    data_volume_gb: int | None = 1000
+    tenant_id: str = "default"
+    hourly_rate: float | None = None
+
+
+def seed_cluster(engine: LocalAws, spec: ClusterSpec) -> Cluster:
+    assert engine.deps is not None
+    ec2 = engine.client("ec2")
+    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    block_devices: list[dict[str, Any]] = [
+        {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": spec.root_volume_gb, "VolumeType": "gp3"}}
+    ]
+    if spec.data_volume_gb:
+        block_devices.append({"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": spec.data_volume_gb, "VolumeType": "gp3"}})
+    tags = [
+        {"Key": "restarter:cluster", "Value": spec.id},
+        {"Key": "Name", "Value": spec.name},
+        *({"Key": k, "Value": v} for k, v in spec.labels.items()),
+    ]
+    reservation = ec2.run_instances(
+        ImageId=image_id,
+        InstanceType=spec.instance_type,
+        MinCount=spec.instance_count,
+        MaxCount=spec.instance_count,
+        BlockDeviceMappings=block_devices,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": tags},
+            {"ResourceType": "volume", "Tags": tags[:1]},
+        ],
+    )
+    instance_ids = [i["InstanceId"] for i in reservation["Instances"]]
+    if spec.status == "stopped":
+        ec2.stop_instances(InstanceIds=instance_ids)
+
+    provider: Provider = engine.deps.provider
+    type_info = provider.describe_instance_type(spec.instance_type)
+    container = ContainerSpec(image=spec.image, port_mappings=spec.ports)
+    if spec.environment:
+        parameter = cluster_environment_parameter(spec.id)
+        container.environment_parameter = parameter
+        container.environment_version = provider.put_environment(parameter, spec.environment)
+        container.environment_keys = sorted(spec.environment)
+    if spec.status in ("running", "error"):
+        for instance_id in instance_ids:
+            engine.agent.containers[instance_id] = {
+                "image": spec.image,
+                "ports": [p.model_dump() for p in spec.ports],
+                "running": spec.status == "running",
+            }
+    volumes = [
+        VolumeInfo(
+            volume_id=v.volume_id,
+            instance_id=v.instance_id,
+            device_name=v.device_name,
+            size_gb=v.size_gb,
+            is_root=v.is_root,
+        )
+        for v in provider.describe_volumes(instance_ids)
+    ]
+    now = format_time(engine.clock.now())
+    cluster = Cluster(
+        id=spec.id,
+        name=spec.name,
+        tenant_id=spec.tenant_id,
+        region=engine.settings.region if engine.settings else "us-east-1",
+        instance_ids=instance_ids,
+        instance_type=spec.instance_type,
+        gpu_type=type_info.gpu_name,
+        gpu_count=type_info.gpu_count,
+        vcpus=type_info.vcpus,
+        memory_gb=type_info.memory_gb,
+        status=spec.status,
+        labels=spec.labels,
+        container=container,
+        template_image=spec.image,
+        volumes=volumes,
+        hourly_rate=spec.hourly_rate,
+        created_at=now,
+        updated_at=now,
+    )
+    engine.deps.clusters.put(cluster)
+    return cluster

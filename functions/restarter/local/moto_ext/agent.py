@@ -1,0 +1,253 @@
+"""The simulated SSM agent: what one instance answers to one SendCommand.
+
+Our EC2 adapter sends ``AWS-RunShellScript`` whose ``commands`` start with two marker lines::
+
+    # restarter-op: <op>
+    # restarter-args: <one-line JSON object>
+
+The agent does not run the script; it answers by ``op`` from the instance's simulated state.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import nvidia_smi_name
+from .state import AgentCommand, SimulatedAgentState
+
+OP_MARKER = "# restarter-op:"
+ARGS_MARKER = "# restarter-args:"
+
+RUN_SHELL_SCRIPT = "AWS-RunShellScript"
+RUN_PATCH_BASELINE = "AWS-RunPatchBaseline"
+
+# Typical durations (seconds) the invocations report in ExecutionElapsedTime.
+_TYPICAL_STOP_SECONDS = 12
+_ELAPSED = {"start_services": 8.0, "health_check": 2.0, RUN_PATCH_BASELINE: 95.0}
+CONTAINER_NAME = "restarter-workload"
+
+
+@dataclass
+class Outcome:
+    """The result of one invocation on one instance."""
+
+    status: str = "Success"
+    status_details: str = "Success"
+    response_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    elapsed_seconds: float = 1.0
+    plugin_name: str = "aws:runShellScript"
+    delivered: bool = True
+    op: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status != "Success"
+
+
+class MarkerError(ValueError):
+    """The command has an op marker but its args line is not a JSON object."""
+
+
+def script_lines(parameters: dict[str, Any] | None) -> list[str]:
+    """The lines of ``commands`` (each element may itself hold several lines)."""
+    commands = (parameters or {}).get("commands") or []
+    if isinstance(commands, str):
+        commands = [commands]
+    lines: list[str] = []
+    for element in commands:
+        lines.extend(str(element).splitlines() or [""])
+    return lines
+
+
+def parse_markers(parameters: dict[str, Any] | None) -> tuple[str | None, dict[str, Any]]:
+    """``(op, args)`` from the first two lines, or ``(None, {})`` for a command without markers."""
+    lines = script_lines(parameters)
+    if not lines or not lines[0].startswith(OP_MARKER):
+        return None, {}
+    op = lines[0][len(OP_MARKER) :].strip()
+    if len(lines) < 2 or not lines[1].startswith(ARGS_MARKER):
+        return op, {}
+    raw = lines[1][len(ARGS_MARKER) :].strip()
+    try:
+        args = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise MarkerError(f"restarter-args is not valid JSON: {exc}") from exc
+    if not isinstance(args, dict):
+        raise MarkerError("restarter-args must be a JSON object")
+    return op, args
+
+
+def gpu_lines(ec2_backend: Any, instance: Any) -> list[str]:
+    """``nvidia-smi -L`` lines for the instance's type, from moto's DescribeInstanceTypes GpuInfo.
+
+    Fractional-GPU types (GpuInfo Count 0) show their LogicalGpuCount. UUIDs are stable per
+    instance and GPU index."""
+    try:
+        described = ec2_backend.describe_instance_types([instance.instance_type])
+    except Exception:
+        return []
+    lines: list[str] = []
+    for instance_type in described:
+        for gpu in (instance_type.get("GpuInfo") or {}).get("Gpus", []):
+            count = int(gpu.get("Count") or 0) or int(gpu.get("LogicalGpuCount") or 0)
+            name = nvidia_smi_name(gpu)
+            for _ in range(count):
+                index = len(lines)
+                lines.append(f"GPU {index}: {name} (UUID: {gpu_uuid(instance.id, index)})")
+    return lines
+
+
+def gpu_uuid(instance_id: str, index: int) -> str:
+    value = uuid.uuid5(uuid.NAMESPACE_URL, f"restarter-sim://{instance_id}/gpu/{index}")
+    return f"GPU-{value}"
+
+
+def _ports(args: dict[str, Any]) -> list[dict[str, Any]]:
+    ports = args.get("ports") or []
+    return [dict(port) for port in ports if isinstance(port, dict)]
+
+
+def _port_key(port: dict[str, Any]) -> tuple[str, int]:
+    return str(port.get("protocol") or "tcp").lower(), int(port.get("internal_port") or 0)
+
+
+def _stop_services(state: SimulatedAgentState, instance_id: str, args: dict[str, Any]) -> Outcome:
+    grace = int(args.get("grace_seconds") or 0)
+    if state.stop_container(instance_id):
+        took = max(1, min(grace, _TYPICAL_STOP_SECONDS)) if grace else _TYPICAL_STOP_SECONDS
+        return Outcome(stdout=f"{CONTAINER_NAME}\nstopped services within {took}s\n", elapsed_seconds=took)
+    return Outcome(stdout="stopped services within 0s\n", elapsed_seconds=1.0)
+
+
+def _start_services(state: SimulatedAgentState, instance_id: str, args: dict[str, Any]) -> Outcome:
+    image = args.get("image")
+    if not image:
+        return Outcome(
+            status="Failed",
+            status_details="Failed",
+            response_code=1,
+            stderr='"docker run" requires at least 1 argument.\n',
+        )
+    state.start_container(instance_id, str(image), _ports(args))
+    container_id = secrets.token_hex(32)
+    return Outcome(stdout=f"{container_id}\nstarted {image}\n", elapsed_seconds=_ELAPSED["start_services"])
+
+
+def health_check_stdout(state: SimulatedAgentState, ec2_backend: Any, instance: Any, args: dict[str, Any]) -> str:
+    gpus = gpu_lines(ec2_backend, instance)
+    lines = [f"gpus: {len(gpus)}", *gpus]
+    container = state.containers.get(instance.id)
+    if container is None:
+        lines.append("container: missing")
+    elif container["running"]:
+        lines.append(f"container: running {container['image']}")
+    else:
+        lines.append(f"container: exited {container['image']}")
+    published = {_port_key(port) for port in (container["ports"] if container else [])}
+    running = bool(container and container["running"])
+    for port in _ports(args):
+        protocol, number = _port_key(port)
+        is_open = running and (protocol, number) in published
+        if state.is_port_closed(instance.id, number, protocol):
+            is_open = False
+        lines.append(f"port: {protocol}/{number} {'open' if is_open else 'closed'}")
+    lines.extend(f"xid: {line}" for line in state.xid_lines(instance.id))
+    return "\n".join(lines) + "\n"
+
+
+def _patch_baseline(parameters: dict[str, Any]) -> Outcome:
+    operation = ((parameters.get("Operation") or ["Scan"])[0]) or "Scan"
+    installed = 12 if operation == "Install" else 0
+    missing = 0 if operation == "Install" else 12
+    stdout = (
+        "Patch group: default\n"
+        f"Operation type: {operation}\n"
+        "Patch baseline: pb-0c10e65780EXAMPLE (AWS-UbuntuDefaultPatchBaseline)\n"
+        f"Installed: {installed}, InstalledOther: 318, InstalledPendingReboot: 0, InstalledRejected: 0, "
+        f"Missing: {missing}, Failed: 0, NotApplicable: 2291\n"
+    )
+    return Outcome(stdout=stdout, elapsed_seconds=_ELAPSED[RUN_PATCH_BASELINE], plugin_name="PatchLinux")
+
+
+def answer(
+    state: SimulatedAgentState,
+    ec2_backend: Any,
+    instance: Any,
+    document_name: str,
+    parameters: dict[str, Any],
+) -> Outcome:
+    """What ``instance`` answers to one command (applies faults and updates the containers)."""
+    plugin = "PatchLinux" if document_name == RUN_PATCH_BASELINE else "aws:runShellScript"
+    marker_error = None
+    try:
+        op, args = parse_markers(parameters)
+    except MarkerError as exc:
+        op, args, marker_error = None, {}, str(exc)
+    if instance is None or instance.state != "running" or state.is_agent_offline(instance.id):
+        # Real SSM keeps the invocation Pending/Delayed until the delivery timeout, then reports
+        # "Delivery Timed Out". moto is instant, so it ends at once: Failed / DeliveryTimedOut.
+        return Outcome(
+            status="Failed",
+            status_details="DeliveryTimedOut",
+            response_code=-1,
+            elapsed_seconds=0.0,
+            plugin_name=plugin,
+            delivered=False,
+            op=op,
+            args=args,
+        )
+    instance_id = instance.id
+    if marker_error is not None:
+        return Outcome(
+            status="Failed",
+            status_details="Failed",
+            response_code=1,
+            stderr=f"{marker_error}\n",
+            plugin_name=plugin,
+        )
+    fault = state.take_command_fault(instance_id, op or document_name)
+    if fault is not None:
+        return Outcome(
+            status="Failed",
+            status_details="Failed",
+            response_code=fault.exit_code,
+            stderr=fault.stderr,
+            plugin_name=plugin,
+            op=op,
+            args=args,
+        )
+    if op is None:
+        outcome = _patch_baseline(parameters) if document_name == RUN_PATCH_BASELINE else Outcome()
+    elif op == "stop_services":
+        outcome = _stop_services(state, instance_id, args)
+    elif op == "start_services":
+        outcome = _start_services(state, instance_id, args)
+    elif op == "health_check":
+        outcome = Outcome(
+            stdout=health_check_stdout(state, ec2_backend, instance, args),
+            elapsed_seconds=_ELAPSED["health_check"],
+        )
+    else:
+        outcome = Outcome(stdout=f"{op}: done\n")
+    outcome.plugin_name = plugin
+    outcome.op, outcome.args = op, args
+    return outcome
+
+
+def log_entry(command_id: str, instance_id: str, document_name: str, outcome: Outcome) -> AgentCommand:
+    return AgentCommand(
+        command_id=command_id,
+        instance_id=instance_id,
+        document_name=document_name,
+        op=outcome.op,
+        args=outcome.args,
+        status=outcome.status,
+        status_details=outcome.status_details,
+    )

@@ -1,0 +1,195 @@
+"""EC2 extensions: never-healthy status checks and replace-root-volume tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moto.core.responses import ActionResult
+from moto.core.utils import utcnow
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models import EC2Backend
+from moto.ec2.models.instances import Instance
+from moto.ec2.responses import EC2Response
+from moto.ec2.utils import random_resource_id
+
+from . import _runtime
+
+_TASKS_ATTR = "_restarter_replace_root_volume_tasks"
+_LINEAGE_ATTR = "_restarter_root_volume_lineage"
+
+
+# -- status checks --------------------------------------------------------------------------------
+
+
+def _install_status_checks() -> None:
+    for name in ("instance_status", "system_status"):
+        original: property = Instance.__dict__[name]
+
+        def make(original: property) -> property:
+            def getter(self: Instance) -> dict[str, Any]:
+                state = _runtime.active_state()
+                if state is not None and self.is_running() and state.is_never_healthy(self.id):
+                    return {
+                        "Details": [{"Name": "reachability", "Status": "initializing"}],
+                        "Status": "initializing",
+                    }
+                result: dict[str, Any] = original.fget(self)  # type: ignore[misc]
+                return result
+
+            return property(getter)
+
+        _runtime.patch(Instance, name, make(original))
+
+
+# -- replace root volume --------------------------------------------------------------------------
+
+
+def _timestamp() -> str:
+    return utcnow().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _tasks(backend: Any) -> dict[str, dict[str, Any]]:
+    tasks: dict[str, dict[str, Any]] = backend.__dict__.setdefault(_TASKS_ATTR, {})
+    return tasks
+
+
+def _lineage(backend: Any, instance_id: str) -> set[str]:
+    lineage: dict[str, set[str]] = backend.__dict__.setdefault(_LINEAGE_ATTR, {})
+    return lineage.setdefault(instance_id, set())
+
+
+def _in_lineage(backend: Any, snapshot: Any, volume_ids: set[str]) -> bool:
+    """The snapshot was taken of one of the instance's (past) root volumes, or of a volume
+    restored from such a snapshot."""
+    seen: set[str] = set()
+    while snapshot is not None and snapshot.id not in seen:
+        seen.add(snapshot.id)
+        volume = snapshot.volume
+        if volume.id in volume_ids:
+            return True
+        parent = getattr(volume, "snapshot_id", None)
+        snapshot = backend.snapshots.get(parent) if parent else None
+    return False
+
+
+def create_replace_root_volume_task(
+    self: EC2Backend,
+    *,
+    instance_id: str,
+    snapshot_id: str | None,
+    image_id: str | None,
+    delete_replaced_root_volume: bool,
+    tags: dict[str, str],
+) -> dict[str, Any]:
+    """Replace the root volume at once (moto is instant): TaskState ``succeeded``.
+
+    Without SnapshotId/ImageId the root is restored to its launch state (a fresh volume of the
+    same size). A SnapshotId must belong to the root volume's lineage, as AWS requires."""
+    instance = self.get_instance(instance_id)
+    if instance.state not in ("running", "stopped"):
+        raise EC2ClientError(
+            "IncorrectInstanceState",
+            f"The instance '{instance_id}' is not in a state from which its root volume can be replaced.",
+        )
+    device = instance.root_device_name
+    old_mapping = instance.block_device_mapping.get(device)
+    if old_mapping is None:
+        raise EC2ClientError("InvalidParameterValue", f"The instance '{instance_id}' has no root volume.")
+    old_volume = self.get_volume(old_mapping.volume_id)
+    lineage = _lineage(self, instance_id)
+    lineage.add(old_volume.id)
+
+    snapshot = None
+    if snapshot_id:
+        snapshot = self.get_snapshot(snapshot_id)
+        if not _in_lineage(self, snapshot, lineage):
+            raise EC2ClientError(
+                "InvalidParameterValue",
+                f"The snapshot '{snapshot_id}' does not belong to the lineage of the root volume "
+                f"of instance '{instance_id}'.",
+            )
+    elif image_id:
+        image = self.describe_images(ami_ids=[image_id])[0]
+        snapshot = getattr(image, "ebs_snapshot", None)
+
+    new_volume = self.create_volume(
+        size=snapshot.volume_size if snapshot is not None else old_volume.size,
+        zone_name=old_volume.zone.name,
+        snapshot_id=snapshot.id if snapshot is not None else None,
+        encrypted=bool(snapshot.encrypted) if snapshot is not None else old_volume.encrypted,
+        volume_type=old_volume.volume_type,
+        iops=old_volume.iops if old_volume.volume_type in ("io1", "io2", "gp3") else None,
+        throughput=old_volume.throughput if old_volume.volume_type == "gp3" else None,
+    )
+    self.detach_volume(old_volume.id, instance_id, device)
+    self.attach_volume(new_volume.id, instance_id, device, old_mapping.delete_on_termination)
+    lineage.add(new_volume.id)
+    if delete_replaced_root_volume:
+        self.delete_volume(old_volume.id)
+
+    started = _timestamp()
+    task: dict[str, Any] = {
+        "ReplaceRootVolumeTaskId": f"replacevol-{random_resource_id(17)}",
+        "InstanceId": instance_id,
+        "TaskState": "succeeded",
+        "StartTime": started,
+        "CompleteTime": _timestamp(),
+        "Tags": [{"Key": key, "Value": value} for key, value in tags.items()],
+        "DeleteReplacedRootVolume": bool(delete_replaced_root_volume),
+    }
+    if snapshot_id:
+        task["SnapshotId"] = snapshot_id
+    if image_id:
+        task["ImageId"] = image_id
+    _tasks(self)[task["ReplaceRootVolumeTaskId"]] = task
+    return task
+
+
+def describe_replace_root_volume_tasks(
+    self: EC2Backend, *, task_ids: list[str], filters: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    for name in filters:
+        if name != "instance-id":
+            raise EC2ClientError("InvalidParameterValue", f"The filter '{name}' is invalid")
+    tasks = list(_tasks(self).values())
+    if task_ids:
+        tasks = [task for task in tasks if task["ReplaceRootVolumeTaskId"] in task_ids]
+    if "instance-id" in filters:
+        tasks = [task for task in tasks if task["InstanceId"] in filters["instance-id"]]
+    return [dict(task) for task in tasks]
+
+
+def create_replace_root_volume_task_action(self: EC2Response) -> ActionResult:
+    self.error_on_dryrun()
+    tags = self._parse_tag_specification("replace-root-volume-task").get("replace-root-volume-task", {})
+    task = self.ec2_backend.create_replace_root_volume_task(
+        instance_id=self._get_param("InstanceId"),
+        snapshot_id=self._get_param("SnapshotId"),
+        image_id=self._get_param("ImageId"),
+        delete_replaced_root_volume=bool(self._get_param("DeleteReplacedRootVolume", False)),
+        tags=tags,
+    )
+    return ActionResult({"ReplaceRootVolumeTask": task})
+
+
+def describe_replace_root_volume_tasks_action(self: EC2Response) -> ActionResult:
+    self.error_on_dryrun()
+    tasks = self.ec2_backend.describe_replace_root_volume_tasks(
+        task_ids=self._get_param("ReplaceRootVolumeTaskIds", []) or [],
+        filters=self._filters_from_querystring(),
+    )
+    start = int(self._get_param("NextToken") or 0)
+    max_results = self._get_param("MaxResults")
+    end = start + int(max_results) if max_results else len(tasks)
+    result: dict[str, Any] = {"ReplaceRootVolumeTasks": tasks[start:end]}
+    if end < len(tasks):
+        result["NextToken"] = str(end)
+    return ActionResult(result)
+
+
+def install() -> None:
+    _install_status_checks()
+    _runtime.patch(EC2Backend, "create_replace_root_volume_task", create_replace_root_volume_task)
+    _runtime.patch(EC2Backend, "describe_replace_root_volume_tasks", describe_replace_root_volume_tasks)
+    _runtime.patch(EC2Response, "create_replace_root_volume_task", create_replace_root_volume_task_action)
+    _runtime.patch(EC2Response, "describe_replace_root_volume_tasks", describe_replace_root_volume_tasks_action)

@@ -1,0 +1,235 @@
+"""The fault-injection and simulated-agent state the moto extensions consult."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from .data import default_fatal_xid_line
+
+
+class ContainerState(TypedDict):
+    """The workload container the simulated agent runs on one instance."""
+
+    image: str
+    ports: list[dict[str, Any]]
+    running: bool
+
+
+@dataclass
+class CommandFault:
+    """``fail_command``: the op fails ``remaining`` more times (None = forever)."""
+
+    op: str
+    stderr: str
+    remaining: int | None
+    exit_code: int = 1
+
+
+@dataclass(frozen=True)
+class AgentCommand:
+    """One command the simulated agent received (in ``SimulatedAgentState.command_log``)."""
+
+    command_id: str
+    instance_id: str
+    document_name: str
+    op: str | None
+    args: dict[str, Any]
+    status: str
+    status_details: str
+
+
+@dataclass(frozen=True)
+class ThrottleRefusal:
+    """A throttled call; ``error_code`` None = the service's own throttling error."""
+
+    error_code: str | None = None
+
+
+@dataclass
+class _Throttle:
+    remaining: int
+    error_code: str | None = None
+
+
+@dataclass
+class SimulatedAgentState:
+    """What the simulated fleet looks like beyond moto: faults, SSM agents and containers.
+
+    Keys are instance ids (unique across moto accounts and regions in practice). The object is
+    plain and thread-safe; ``install_extensions(state)`` makes it the one the patched moto
+    consults. Tests read ``calls``, ``throttled_calls``, ``containers`` and ``command_log``.
+    """
+
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    throttled_calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    containers: dict[str, ContainerState] = field(default_factory=dict)
+    command_log: list[AgentCommand] = field(default_factory=list)
+    _throttles: dict[tuple[str, str], _Throttle] = field(default_factory=dict, repr=False)
+    _never_healthy: set[str] = field(default_factory=set, repr=False)
+    _agent_offline: set[str] = field(default_factory=set, repr=False)
+    _command_faults: dict[tuple[str, str], CommandFault] = field(default_factory=dict, repr=False)
+    _xids: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _closed_ports: dict[str, set[tuple[str, int]]] = field(default_factory=dict, repr=False)
+    _last_ping: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    # -- API throttling ------------------------------------------------------------------------
+
+    def throttle(self, service: str, action: str, times: int = 1, *, error_code: str | None = None) -> None:
+        """The next ``times`` calls of ``service``/``action`` (e.g. "ec2", "RebootInstances") are
+        refused with the service's throttling error (EC2 ``RequestLimitExceeded`` HTTP 503,
+        others ``ThrottlingException`` HTTP 400; ``error_code`` overrides the code)."""
+        if times < 0:
+            raise ValueError("times must be >= 0")
+        with self._lock:
+            key = (service.lower(), action)
+            if times == 0:
+                self._throttles.pop(key, None)
+            else:
+                self._throttles[key] = _Throttle(times, error_code)
+
+    def record_call(self, service: str, action: str) -> ThrottleRefusal | None:
+        """Count one call; return how to refuse it, or None to let it through."""
+        key = (service.lower(), action)
+        with self._lock:
+            self.calls[key] += 1
+            rule = self._throttles.get(key)
+            if rule is None or rule.remaining <= 0:
+                return None
+            rule.remaining -= 1
+            if rule.remaining == 0:
+                del self._throttles[key]
+            self.throttled_calls[key] += 1
+            return ThrottleRefusal(rule.error_code)
+
+    # -- EC2 status checks ---------------------------------------------------------------------
+
+    def set_never_healthy(self, instance_id: str) -> None:
+        """DescribeInstanceStatus shows this instance ``initializing`` even when running."""
+        with self._lock:
+            self._never_healthy.add(instance_id)
+
+    def clear_never_healthy(self, instance_id: str) -> None:
+        with self._lock:
+            self._never_healthy.discard(instance_id)
+
+    def is_never_healthy(self, instance_id: str) -> bool:
+        with self._lock:
+            return instance_id in self._never_healthy
+
+    # -- SSM agent -----------------------------------------------------------------------------
+
+    def set_agent_offline(self, instance_id: str, offline: bool = True) -> None:
+        """The instance's SSM agent reports ``ConnectionLost``; commands end ``DeliveryTimedOut``."""
+        with self._lock:
+            if offline:
+                self._agent_offline.add(instance_id)
+            else:
+                self._agent_offline.discard(instance_id)
+
+    def is_agent_offline(self, instance_id: str) -> bool:
+        with self._lock:
+            return instance_id in self._agent_offline
+
+    def fail_command(
+        self,
+        instance_id: str,
+        op: str,
+        stderr: str = "simulated failure",
+        times: int | None = None,
+        *,
+        exit_code: int = 1,
+    ) -> None:
+        """Our commands with ``op`` fail on this instance (Status Failed, ResponseCode ``exit_code``,
+        StandardErrorContent ``stderr``), ``times`` times or forever (None)."""
+        with self._lock:
+            self._command_faults[(instance_id, op)] = CommandFault(op, stderr, times, exit_code)
+
+    def clear_command_fault(self, instance_id: str, op: str) -> None:
+        with self._lock:
+            self._command_faults.pop((instance_id, op), None)
+
+    def take_command_fault(self, instance_id: str, op: str) -> CommandFault | None:
+        """The fault to apply to one command now (consumes one of its ``times``)."""
+        with self._lock:
+            fault = self._command_faults.get((instance_id, op))
+            if fault is None:
+                return None
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    del self._command_faults[(instance_id, op)]
+            return fault
+
+    def inject_xid(self, instance_id: str, line: str | None = None) -> None:
+        """Health checks on this instance report a fatal Xid kernel line (default: a real Xid 79)."""
+        with self._lock:
+            self._xids.setdefault(instance_id, []).append(line or default_fatal_xid_line())
+
+    def clear_xid(self, instance_id: str) -> None:
+        with self._lock:
+            self._xids.pop(instance_id, None)
+
+    def xid_lines(self, instance_id: str) -> list[str]:
+        with self._lock:
+            return list(self._xids.get(instance_id, []))
+
+    def close_port(self, instance_id: str, port: int, protocol: str = "tcp") -> None:
+        """Health checks on this instance report ``port`` (the container's internal port) closed."""
+        with self._lock:
+            self._closed_ports.setdefault(instance_id, set()).add((protocol.lower(), int(port)))
+
+    def open_port(self, instance_id: str, port: int, protocol: str = "tcp") -> None:
+        with self._lock:
+            self._closed_ports.get(instance_id, set()).discard((protocol.lower(), int(port)))
+
+    def is_port_closed(self, instance_id: str, port: int, protocol: str = "tcp") -> bool:
+        with self._lock:
+            return (protocol.lower(), int(port)) in self._closed_ports.get(instance_id, set())
+
+    # -- simulated containers ------------------------------------------------------------------
+
+    def start_container(self, instance_id: str, image: str, ports: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self.containers[instance_id] = {"image": image, "ports": list(ports), "running": True}
+
+    def stop_container(self, instance_id: str) -> bool:
+        """Mark the container stopped; True if it was running."""
+        with self._lock:
+            container = self.containers.get(instance_id)
+            if container is None or not container["running"]:
+                return False
+            container["running"] = False
+            return True
+
+    def log_command(self, entry: AgentCommand) -> None:
+        with self._lock:
+            self.command_log.append(entry)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def last_ping(self, instance_id: str, online: bool, now: Any) -> Any:
+        """LastPingDateTime: now while online; the first time seen offline while offline."""
+        with self._lock:
+            if online:
+                self._last_ping.pop(instance_id, None)
+                return now
+            return self._last_ping.setdefault(instance_id, now)
+
+    def reset(self) -> None:
+        """Forget every fault, counter, container and log entry."""
+        with self._lock:
+            self.calls.clear()
+            self.throttled_calls.clear()
+            self.containers.clear()
+            self.command_log.clear()
+            self._throttles.clear()
+            self._never_healthy.clear()
+            self._agent_offline.clear()
+            self._command_faults.clear()
+            self._xids.clear()
+            self._closed_ports.clear()
+            self._last_ping.clear()

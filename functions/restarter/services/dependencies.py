@@ -1,0 +1,68 @@
+"""Wiring: the adapters a service uses, built once per container from the settings.
+
+The local runtime (`restarter.local`) installs its own set (a scaled clock, the same stores
+on the embedded AWS); production code never imports the local runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import boto3
+
+from restarter.adapters.clock import Clock, SystemClock
+from restarter.adapters.ec2_provider import Ec2Provider
+from restarter.adapters.events import EventPublisher
+from restarter.adapters.provider import Provider
+from restarter.adapters.stepfunctions import ExecutionStarter
+from restarter.adapters.store import AuditLog, ClusterLock, ClusterStore, RestartStore
+from restarter.settings import Settings, get_settings
+
+
+@dataclass
+class Dependencies:
+    settings: Settings
+    clusters: ClusterStore
+    restarts: RestartStore
+    locks: ClusterLock
+    audit: AuditLog
+    provider: Provider
+    events: EventPublisher
+    executions: ExecutionStarter | None
+    clock: Clock
+
+
+_current: Dependencies | None = None
+
+
+def build_dependencies(settings: Settings, clock: Clock | None = None) -> Dependencies:
+    session = boto3.session.Session(region_name=settings.region)
+    dynamodb = session.client("dynamodb")
+    return Dependencies(
+        settings=settings,
+        clusters=ClusterStore(dynamodb, settings.clusters_table),
+        restarts=RestartStore(dynamodb, settings.restarts_table),
+        locks=ClusterLock(dynamodb, settings.locks_table),
+        audit=AuditLog(dynamodb, settings.audit_table),
+        provider=Ec2Provider(session.client("ec2"), session.client("ssm")),
+        events=EventPublisher(session.client("events"), settings.event_bus_name),
+        executions=(
+            ExecutionStarter(session.client("stepfunctions"), settings.state_machine_arn)
+            if settings.state_machine_arn
+            else None
+        ),
+        clock=clock or SystemClock(),
+    )
+
+
+def get_dependencies() -> Dependencies:
+    global _current  # noqa: PLW0603 - one set per container, built on first use
+    if _current is None:
+        _current = build_dependencies(get_settings())
+    return _current
+
+
+def use_dependencies(dependencies: Dependencies | None) -> None:
+    """Install a set (the local runtime, tests); None rebuilds from settings on next use."""
+    global _current  # noqa: PLW0603
+    _current = dependencies
