@@ -331,10 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep_transformed:
             shutil.copyfile(out, args.keep_transformed)
             print(f"    transformed template written to {args.keep_transformed}")
-        ok = (
-            run_cfn_lint(out, fail_on_warnings=False, label="on the transformed CloudFormation", where="path")
-            and ok
-        )
+        ok = run_cfn_lint(out, fail_on_warnings=False, label="on the transformed CloudFormation", where="path") and ok
 
     print("lint_template: " + ("OK" if ok else "FAILED"))
     return 0 if ok else 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import boto3
+from botocore.config import Config
 
 from restarter.adapters.clock import Clock, SystemClock
 from restarter.adapters.ec2_provider import Ec2Provider
@@ -35,19 +36,27 @@ class Dependencies:
 _current: Dependencies | None = None
 
 
+# EC2 and SSM calls are not retried by the SDK: the state machine's `Retry` owns the backoff,
+# so that throttling shows in the execution history and never burns Lambda time in sleeps.
+PROVIDER_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
+SERVICE_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3})
+
+
 def build_dependencies(settings: Settings, clock: Clock | None = None) -> Dependencies:
     session = boto3.session.Session(region_name=settings.region)
-    dynamodb = session.client("dynamodb")
+    dynamodb = session.client("dynamodb", config=SERVICE_CLIENT_CONFIG)
     return Dependencies(
         settings=settings,
         clusters=ClusterStore(dynamodb, settings.clusters_table),
         restarts=RestartStore(dynamodb, settings.restarts_table),
         locks=ClusterLock(dynamodb, settings.locks_table),
         audit=AuditLog(dynamodb, settings.audit_table),
-        provider=Ec2Provider(session.client("ec2"), session.client("ssm")),
-        events=EventPublisher(session.client("events"), settings.event_bus_name),
+        provider=Ec2Provider(
+            session.client("ec2", config=PROVIDER_CLIENT_CONFIG), session.client("ssm", config=PROVIDER_CLIENT_CONFIG)
+        ),
+        events=EventPublisher(session.client("events", config=SERVICE_CLIENT_CONFIG), settings.event_bus_name),
         executions=(
-            ExecutionStarter(session.client("stepfunctions"), settings.state_machine_arn)
+            ExecutionStarter(session.client("stepfunctions", config=SERVICE_CLIENT_CONFIG), settings.state_machine_arn)
             if settings.state_machine_arn
             else None
         ),

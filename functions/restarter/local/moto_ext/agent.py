@@ -10,6 +10,7 @@ The agent does not run the script; it answers by ``op`` from the instance's simu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import uuid
@@ -119,11 +120,31 @@ def _port_key(port: dict[str, Any]) -> tuple[str, int]:
 
 
 def _stop_services(state: SimulatedAgentState, instance_id: str, args: dict[str, Any]) -> Outcome:
+    # The script: `docker stop --time <grace> restarter-workload` when the container exists (docker
+    # prints its name), then `echo stopped services within <grace>s`.
     grace = int(args.get("grace_seconds") or 0)
-    if state.stop_container(instance_id):
-        took = max(1, min(grace, _TYPICAL_STOP_SECONDS)) if grace else _TYPICAL_STOP_SECONDS
-        return Outcome(stdout=f"{CONTAINER_NAME}\nstopped services within {took}s\n", elapsed_seconds=took)
-    return Outcome(stdout="stopped services within 0s\n", elapsed_seconds=1.0)
+    exists = instance_id in state.containers
+    was_running = state.stop_container(instance_id)
+    stdout = f"{CONTAINER_NAME}\n" if exists else ""
+    took = float(max(1, min(grace, _TYPICAL_STOP_SECONDS))) if was_running else 1.0
+    return Outcome(stdout=f"{stdout}stopped services within {grace}s\n", elapsed_seconds=took)
+
+
+def _pull_lines(image: str) -> list[str]:
+    """What `docker pull <image>` prints for an image already in the local cache."""
+    name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+    parts = name.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    elif len(parts) == 1:
+        parts = ["library", *parts]
+    digest = hashlib.sha256(image.encode()).hexdigest()
+    return [
+        f"{tag}: Pulling from {'/'.join(parts)}",
+        f"Digest: sha256:{digest}",
+        f"Status: Image is up to date for {image}",
+        image,
+    ]
 
 
 def _start_services(state: SimulatedAgentState, instance_id: str, args: dict[str, Any]) -> Outcome:
@@ -136,13 +157,13 @@ def _start_services(state: SimulatedAgentState, instance_id: str, args: dict[str
             stderr='"docker run" requires at least 1 argument.\n',
         )
     state.start_container(instance_id, str(image), _ports(args))
-    container_id = secrets.token_hex(32)
-    return Outcome(stdout=f"{container_id}\nstarted {image}\n", elapsed_seconds=_ELAPSED["start_services"])
+    lines = [*_pull_lines(str(image)), secrets.token_hex(32), f"started {image}"]
+    return Outcome(stdout="\n".join(lines) + "\n", elapsed_seconds=_ELAPSED["start_services"])
 
 
 def health_check_stdout(state: SimulatedAgentState, ec2_backend: Any, instance: Any, args: dict[str, Any]) -> str:
     gpus = gpu_lines(ec2_backend, instance)
-    lines = [f"gpus: {len(gpus)}", *gpus]
+    lines = [f"gpus: {len(gpus)}", *(f"gpu: {gpu}" for gpu in gpus)]
     container = state.containers.get(instance.id)
     if container is None:
         lines.append("container: missing")

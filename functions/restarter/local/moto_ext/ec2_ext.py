@@ -8,6 +8,7 @@ from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import EC2Backend
+from moto.ec2.models.elastic_block_store import Snapshot
 from moto.ec2.models.instances import Instance
 from moto.ec2.responses import EC2Response
 from moto.ec2.utils import random_resource_id
@@ -16,6 +17,7 @@ from . import _runtime
 
 _TASKS_ATTR = "_restarter_replace_root_volume_tasks"
 _LINEAGE_ATTR = "_restarter_root_volume_lineage"
+_SNAPSHOT_SIZE_ATTR = "_restarter_volume_size"
 
 
 # -- status checks --------------------------------------------------------------------------------
@@ -39,6 +41,43 @@ def _install_status_checks() -> None:
             return property(getter)
 
         _runtime.patch(Instance, name, make(original))
+
+
+# -- snapshots ------------------------------------------------------------------------------------
+
+
+def _install_snapshot_fixes() -> None:
+    """moto 5.2.5 reads a snapshot's VolumeSize from the live volume (so ModifyVolume changes old
+    snapshots) and ignores CreateSnapshots' CopyTagsFromSource. Fix both."""
+    original_create = EC2Backend.create_snapshot
+
+    def create_snapshot(self: EC2Backend, volume_id: str, *args: Any, **kwargs: Any) -> Snapshot:
+        snapshot = original_create(self, volume_id, *args, **kwargs)
+        snapshot.__dict__[_SNAPSHOT_SIZE_ATTR] = snapshot.volume.size
+        return snapshot
+
+    _runtime.patch(EC2Backend, "create_snapshot", create_snapshot)
+
+    original_size: property = Snapshot.__dict__["volume_size"]
+
+    def volume_size(self: Snapshot) -> int:
+        recorded = self.__dict__.get(_SNAPSHOT_SIZE_ATTR)
+        return int(recorded) if recorded is not None else int(original_size.fget(self))  # type: ignore[misc]
+
+    _runtime.patch(Snapshot, "volume_size", property(volume_size))
+
+    original_action = EC2Response.create_snapshots
+
+    def create_snapshots(self: EC2Response) -> ActionResult:
+        result = original_action(self)
+        if str(self._get_param("CopyTagsFromSource") or "").lower() == "volume":
+            requested = self._parse_tag_specification().get("snapshot", {})
+            for snapshot in result.result["Snapshots"]:  # type: ignore[index]
+                copied = {tag["key"]: tag["value"] for tag in snapshot.volume.get_tags()}
+                snapshot.add_tags({**copied, **requested})
+        return result
+
+    _runtime.patch(EC2Response, "create_snapshots", create_snapshots)
 
 
 # -- replace root volume --------------------------------------------------------------------------
@@ -189,6 +228,7 @@ def describe_replace_root_volume_tasks_action(self: EC2Response) -> ActionResult
 
 def install() -> None:
     _install_status_checks()
+    _install_snapshot_fixes()
     _runtime.patch(EC2Backend, "create_replace_root_volume_task", create_replace_root_volume_task)
     _runtime.patch(EC2Backend, "describe_replace_root_volume_tasks", describe_replace_root_volume_tasks)
     _runtime.patch(EC2Response, "create_replace_root_volume_task", create_replace_root_volume_task_action)
