@@ -17,10 +17,10 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
 
-from restarter.domain.models import Cluster, PortMapping, RestartRecord  # noqa: E402
-from restarter.local.engine import LocalAws  # noqa: E402
-from restarter.local.fleet import ClusterSpec, seed_cluster  # noqa: E402
-from restarter.services.restart_intake import accept_restart  # noqa: E402
+from restarter.domain.models import Cluster, PortMapping, RestartRecord
+from restarter.local.engine import LocalAws
+from restarter.local.fleet import ClusterSpec, seed_cluster
+from restarter.services.restart_intake import accept_restart
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = REPO / "events"

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.conftest import EventCapture, RestartOutcome, command_ops, instances, read_outcome
 
 from restarter.domain.errors import InvalidStateError, RequestValidationError
 from restarter.domain.models import Cluster
 from restarter.local.engine import LocalAws
-from tests.conftest import EventCapture, RestartOutcome, command_ops, instances, read_outcome
 
 Seed = Callable[..., Cluster]
 Run = Callable[..., RestartOutcome]
@@ -39,7 +39,9 @@ def test_graceful_restart_runs_every_phase_and_ends_ready(
     cluster = seed()
 
     # When it is restarted with the seed's basic request
-    outcome = run_restart(cluster.id, {"wait_for_ready": True, "timeout_minutes": 20, "restart_reason": "Apply system updates"})
+    outcome = run_restart(
+        cluster.id, {"wait_for_ready": True, "timeout_minutes": 20, "restart_reason": "Apply system updates"}
+    )
 
     # Then the execution succeeded and the record says ready, at 100 %
     assert outcome.execution["status"] == "SUCCEEDED"
@@ -270,7 +272,7 @@ def test_image_environment_and_ports_are_applied_at_starting_services(
         ],
         default=str,
     )
-    for secret in ("wandb_secret_xyz", "hf_secret_value_never_logged", "v2.0", "128\""):
+    for secret in ("wandb_secret_xyz", "hf_secret_value_never_logged", "v2.0", '128"'):
         assert secret not in stored
 
 
@@ -284,7 +286,9 @@ def test_apply_system_updates_runs_the_patch_baseline_before_the_reboot(
     assert outcome.record.status == "ready"
     ops = command_ops(aws, cluster)
     assert ops == ["stop_services", "AWS-RunPatchBaseline", "start_services", "health_check"]
-    patch = next(c for c in aws.client("ssm").list_commands()["Commands"] if c["DocumentName"] == "AWS-RunPatchBaseline")
+    patch = next(
+        c for c in aws.client("ssm").list_commands()["Commands"] if c["DocumentName"] == "AWS-RunPatchBaseline"
+    )
     assert patch["Parameters"]["Operation"] == ["Install"]
     assert patch["Parameters"]["RebootOption"] == ["NoReboot"]
     assert outcome.record.configuration_updates.applied == ["system_updates: pending -> installed"]
@@ -329,9 +333,7 @@ def _root_volume(instance: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- failure, rollback, timeout
 
 
-def test_failed_health_check_rolls_back_the_image_and_environment(
-    aws: LocalAws, seed: Seed, run_restart: Run
-) -> None:
+def test_failed_health_check_rolls_back_the_image_and_environment(aws: LocalAws, seed: Seed, run_restart: Run) -> None:
     # Given a cluster whose new image will not answer on its port
     cluster = seed()
     aws.agent.close_port(cluster.instance_ids[1], 8888)
@@ -370,7 +372,9 @@ def test_failed_instance_type_change_is_rolled_back_to_the_old_type(
     aws: LocalAws, seed: Seed, run_restart: Run
 ) -> None:
     cluster = seed(instance_type="g5.xlarge", instance_count=1)
-    aws.agent.fail_command(cluster.instance_ids[0], "start_services", stderr="docker: Error response from daemon", times=1)
+    aws.agent.fail_command(
+        cluster.instance_ids[0], "start_services", stderr="docker: Error response from daemon", times=1
+    )
 
     outcome = run_restart(cluster.id, {"update_configuration": {"cpu_cores": 16}})
 
@@ -384,7 +388,6 @@ def test_failed_instance_type_change_is_rolled_back_to_the_old_type(
     assert outcome.lock_holder is None
 
 
-@pytest.mark.time_scale(60)
 def test_restart_past_its_timeout_ends_timed_out_and_releases_the_lock(
     aws: LocalAws, seed: Seed, run_restart: Run, published: EventCapture
 ) -> None:
@@ -392,8 +395,8 @@ def test_restart_past_its_timeout_ends_timed_out_and_releases_the_lock(
     cluster = seed()
     aws.agent.set_never_healthy(cluster.instance_ids[0])
 
-    # When a forced restart with a two-minute timeout runs
-    outcome = run_restart(cluster.id, {"force": True, "timeout_minutes": 2})
+    # When a forced restart with a ten-minute timeout runs
+    outcome = run_restart(cluster.id, {"force": True, "timeout_minutes": 10})
 
     # Then it ends timed_out, in the phase it was waiting in, with the cleanup done
     assert outcome.execution["status"] == "FAILED"
@@ -404,6 +407,7 @@ def test_restart_past_its_timeout_ends_timed_out_and_releases_the_lock(
     assert outcome.lock_holder is None
     assert outcome.cluster.status == "error"
     assert outcome.cluster.current_restart_id is None
+    assert "cleanup gave up waiting for the instances; cluster needs attention" in outcome.record.rollback_notes
     completed = [e for e in published.drain() if e["detail-type"] == "Restart Completed"]
     assert completed[0]["detail"]["status"] == "timed_out"
 
@@ -421,7 +425,9 @@ def test_throttled_api_is_retried_with_backoff_then_succeeds(aws: LocalAws, seed
     assert ec2_calls(aws, "RebootInstances") == 3
     history = aws.execution_history(outcome.record.execution_arn or "")
     retried = [
-        e for e in history if e["type"] == "TaskFailed" and e["taskFailedEventDetails"]["error"] == "TransientProviderError"
+        e
+        for e in history
+        if e["type"] == "TaskFailed" and e["taskFailedEventDetails"]["error"] == "TransientProviderError"
     ]
     assert len(retried) == 2
     assert outcome.lock_holder is None

@@ -44,9 +44,7 @@ def translated(operation: str) -> Iterator[None]:
         message = str(exc.response.get("Error", {}).get("Message", ""))
         details = {"operation": operation, "aws_error_code": code}
         if code in TRANSIENT_CODES:
-            raise TransientProviderError(
-                f"{operation} was throttled or unavailable: {code}", details
-            ) from exc
+            raise TransientProviderError(f"{operation} was throttled or unavailable: {code}", details) from exc
         raise ProviderError(f"{operation} failed: {code}: {message}", details) from exc
     except BotoConnectionError as exc:
         raise TransientProviderError(f"{operation}: connection problem", {"operation": operation}) from exc

@@ -121,9 +121,9 @@ class Ec2Provider:
             for inst in reservation["Instances"]:
                 roots[inst["InstanceId"]] = inst.get("RootDeviceName", "/dev/sda1")
         with translated("ec2:DescribeVolumes"):
-            volumes = self._ec2.describe_volumes(
-                Filters=[{"Name": "attachment.instance-id", "Values": instance_ids}]
-            )["Volumes"]
+            volumes = self._ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": instance_ids}])[
+                "Volumes"
+            ]
         views = []
         for volume in volumes:
             for attachment in volume.get("Attachments", []):
@@ -179,9 +179,7 @@ class Ec2Provider:
     def modify_instance_type(self, instance_id: str, instance_type: str) -> None:
         call(
             "ec2:ModifyInstanceAttribute",
-            lambda: self._ec2.modify_instance_attribute(
-                InstanceId=instance_id, InstanceType={"Value": instance_type}
-            ),
+            lambda: self._ec2.modify_instance_attribute(InstanceId=instance_id, InstanceType={"Value": instance_type}),
         )
 
     # ----------------------------------------------------------- storage
@@ -235,9 +233,7 @@ class Ec2Provider:
         return {t["ReplaceRootVolumeTaskId"]: t["TaskState"] for t in tasks}
 
     # ----------------------------------------------------------- commands
-    def run_command(
-        self, instance_ids: list[str], op: str, args: dict[str, Any], timeout_seconds: int
-    ) -> str:
+    def run_command(self, instance_ids: list[str], op: str, args: dict[str, Any], timeout_seconds: int) -> str:
         commands = _script(op, args)
         response = call(
             "ssm:SendCommand",
@@ -285,9 +281,9 @@ class Ec2Provider:
 
     def agents_online(self, instance_ids: list[str]) -> dict[str, bool]:
         with translated("ssm:DescribeInstanceInformation"):
-            info = self._ssm.describe_instance_information(
-                Filters=[{"Key": "InstanceIds", "Values": instance_ids}]
-            )["InstanceInformationList"]
+            info = self._ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": instance_ids}])[
+                "InstanceInformationList"
+            ]
         online = {i["InstanceId"]: i.get("PingStatus") == "Online" for i in info}
         return {iid: online.get(iid, False) for iid in instance_ids}
 

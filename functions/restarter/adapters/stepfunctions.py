@@ -16,9 +16,7 @@ class ExecutionStarter:
     def start(self, name: str, payload: dict[str, Any]) -> str:
         response = call(
             "states:StartExecution",
-            lambda: self._client.start_execution(
-                stateMachineArn=self._arn, name=name, input=json.dumps(payload)
-            ),
+            lambda: self._client.start_execution(stateMachineArn=self._arn, name=name, input=json.dumps(payload)),
         )
         return str(response["executionArn"])
 

@@ -170,9 +170,9 @@ class ClusterLock:
 
     def holder(self, cluster_id: str) -> str | None:
         with translated("dynamodb:GetItem"):
-            item = self._client.get_item(
-                TableName=self._table, Key=self._key(cluster_id), ConsistentRead=True
-            ).get("Item")
+            item = self._client.get_item(TableName=self._table, Key=self._key(cluster_id), ConsistentRead=True).get(
+                "Item"
+            )
         return item["owner"]["S"] if item else None
 
 
@@ -185,9 +185,7 @@ class AuditLog:
         self._client = client
         self._table = table
 
-    def record(
-        self, entity_id: str, action: str, actor: str, outcome: str, now: datetime, **details: Any
-    ) -> None:
+    def record(self, entity_id: str, action: str, actor: str, outcome: str, now: datetime, **details: Any) -> None:
         recorded_at = f"{format_time(now)}#{uuid.uuid4().hex[:8]}"
         item = {
             "entity_id": {"S": entity_id},

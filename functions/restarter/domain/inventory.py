@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 InstanceState = Literal["pending", "running", "stopping", "stopped", "shutting-down", "terminated"]
-CommandStatus = Literal[
-    "Pending", "InProgress", "Delayed", "Success", "Cancelled", "TimedOut", "Failed", "Cancelling"
-]
+CommandStatus = Literal["Pending", "InProgress", "Delayed", "Success", "Cancelled", "TimedOut", "Failed", "Cancelling"]
 PENDING_COMMAND_STATUSES = frozenset({"Pending", "InProgress", "Delayed"})
 
 

@@ -16,9 +16,7 @@ ClusterStatus = Literal["running", "stopped", "error", "starting", "stopping", "
 RESTARTABLE_STATES: tuple[ClusterStatus, ...] = ("running", "stopped", "error")
 
 RestartStatus = Literal["restarting", "ready", "failed", "timed_out", "cancelled", "rolled_back"]
-TERMINAL_RESTART_STATUSES: frozenset[str] = frozenset(
-    {"ready", "failed", "timed_out", "cancelled", "rolled_back"}
-)
+TERMINAL_RESTART_STATUSES: frozenset[str] = frozenset({"ready", "failed", "timed_out", "cancelled", "rolled_back"})
 RestartType = Literal["graceful", "force"]
 Trigger = Literal["api", "schedule", "alarm", "queue", "cli"]
 
@@ -108,8 +106,7 @@ class RestartRequest(StrictModel):
         data = self.model_dump(mode="json", exclude_none=True)
         if self.environment_updates:
             data["environment_updates"] = {
-                name: ("<redacted>" if value is not None else None)
-                for name, value in self.environment_updates.items()
+                name: ("<redacted>" if value is not None else None) for name, value in self.environment_updates.items()
             }
         return data
 

@@ -36,15 +36,17 @@ TYPICAL_SECONDS: dict[Phase, int] = {
     "ready": 0,
 }
 
-# Seconds before the first poll of a phase, and the ceiling of the backoff between polls.
+# Seconds before the first poll of a phase (about what the phase usually takes, so most phases
+# finish at their first poll), then a backoff from a short interval, capped.
 FIRST_POLL_SECONDS: dict[Phase, int] = {
-    "stopping_processes": 15,
-    "creating_checkpoint": 30,
-    "updating_configuration": 20,
-    "rebooting": 60,
-    "starting_services": 15,
+    "stopping_processes": 30,
+    "creating_checkpoint": 60,
+    "updating_configuration": 30,
+    "rebooting": 180,
+    "starting_services": 30,
     "health_checks": 10,
 }
+BACKOFF_START_SECONDS = 10
 MAX_POLL_SECONDS = 60
 
 INTAKE_STEPS: tuple[Phase, ...] = ("validating", "acquiring_lock")
@@ -93,10 +95,9 @@ def next_phase(plan: list[Phase], phase: Phase) -> Phase:
 
 def poll_delay(phase: Phase, attempt: int) -> int:
     """First wait close to the phase's expected duration, then exponential backoff, capped."""
-    first = FIRST_POLL_SECONDS.get(phase, 10)
     if attempt <= 0:
-        return first
-    return min(MAX_POLL_SECONDS, max(5, first // 2) * 2 ** min(attempt - 1, 4))
+        return FIRST_POLL_SECONDS.get(phase, BACKOFF_START_SECONDS)
+    return min(MAX_POLL_SECONDS, BACKOFF_START_SECONDS * (1 << min(attempt - 1, 4)))
 
 
 def max_polls(timeout_minutes: int) -> int:

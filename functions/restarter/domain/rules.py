@@ -165,9 +165,7 @@ def build_target(
         target.image = request.update_docker_image
 
     if request.environment_updates:
-        target.environment_keys_set = sorted(
-            k for k, v in request.environment_updates.items() if v is not None
-        )
+        target.environment_keys_set = sorted(k for k, v in request.environment_updates.items() if v is not None)
         target.environment_keys_unset = sorted(k for k, v in request.environment_updates.items() if v is None)
 
     target.port_mappings = assign_ports(cluster.container.port_mappings, request)
@@ -203,9 +201,7 @@ def _root_snapshots(cluster: Cluster, snapshot_id: str) -> dict[str, str]:
     return chosen
 
 
-def describe_changes(
-    cluster: Cluster, request: RestartRequest, target: RestartTarget
-) -> dict[str, list[str]]:
+def describe_changes(cluster: Cluster, request: RestartRequest, target: RestartTarget) -> dict[str, list[str]]:
     """The seed's `"field: old -> new"` lines, by the part of the restart that applies them.
 
     Environment values are never shown, only the names of the variables.

@@ -69,7 +69,7 @@ _CfnLoader.add_multi_constructor("!", _cfn_tag)
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     with path.open() as handle:
-        return dict(yaml.load(handle, Loader=_CfnLoader))  # noqa: S506 - SafeLoader subclass
+        return dict(yaml.load(handle, Loader=_CfnLoader))
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,7 @@ def _install_step_functions_shims() -> None:
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
     from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
 
-    def invoke(
-        self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
-    ) -> bytes:
+    def invoke(self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
         if _active_registry is None:
             raise RuntimeError("no local engine is running")
         event = json.loads(body) if body else {}
@@ -174,7 +172,7 @@ def _install_step_functions_shims() -> None:
 
     LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
     WaitFunction._wait_interval = scaled_wait  # type: ignore[method-assign]
-    retrier_decl.time = _ScaledTime()  # type: ignore[attr-defined]
+    retrier_decl.time = _ScaledTime()  # type: ignore[attr-defined,assignment]
     _ = original_wait
     _shims_installed = True
 

@@ -39,7 +39,9 @@ def seed_cluster(engine: LocalAws, spec: ClusterSpec) -> Cluster:
         {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": spec.root_volume_gb, "VolumeType": "gp3"}}
     ]
     if spec.data_volume_gb:
-        block_devices.append({"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": spec.data_volume_gb, "VolumeType": "gp3"}})
+        block_devices.append(
+            {"DeviceName": "/dev/sdf", "Ebs": {"VolumeSize": spec.data_volume_gb, "VolumeType": "gp3"}}
+        )
     tags = [
         {"Key": "restarter:cluster", "Value": spec.id},
         {"Key": "Name", "Value": spec.name},

@@ -61,9 +61,7 @@ def accept_restart(
     """Validate and start one restart. Every outcome, accepted or refused, is audited."""
     try:
         request = parse_restart_request(payload)
-        record = _accept(
-            deps, cluster_id, request, trigger=trigger, requested_by=requested_by, tenant_id=tenant_id
-        )
+        record = _accept(deps, cluster_id, request, trigger=trigger, requested_by=requested_by, tenant_id=tenant_id)
     except RestarterError as exc:
         deps.audit.record(
             cluster_id,

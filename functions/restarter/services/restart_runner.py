@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from restarter.domain.errors import PhaseFailedError, RestarterError, RestartTimedOutError
@@ -35,6 +35,9 @@ from restarter.services.dependencies import Dependencies
 from restarter.services.restart_intake import cluster_environment_parameter
 
 HEALTH_CHECK_ATTEMPTS = 3
+# Cleanup waits at most this long for instances to come back before it gives up and leaves
+# the cluster in `error` (recorded, lock released) for a person or the alarm recovery.
+CLEANUP_BUDGET = timedelta(minutes=15)
 CLEANUP_MAX_POLLS = 40
 
 
@@ -99,6 +102,7 @@ class RestartRunner:
         cluster = self._cluster(record)
         state = record.phase_state.setdefault("cleanup", {})
         if attempt == 0:
+            state["started_at"] = format_time(self.deps.clock.now())
             self._record_failure(record, error)
             logger.warning(
                 "restart failed, cleaning up",
@@ -107,8 +111,9 @@ class RestartRunner:
                 error_code=record.error.code if record.error else None,
                 phase=record.error.phase if record.error else None,
             )
-        if attempt >= CLEANUP_MAX_POLLS:
-            record.rollback_notes.append("rollback gave up after its poll budget; cluster needs attention")
+        out_of_time = self.deps.clock.now() - parse_time(state["started_at"]) > CLEANUP_BUDGET
+        if attempt >= CLEANUP_MAX_POLLS or out_of_time:
+            record.rollback_notes.append("cleanup gave up waiting for the instances; cluster needs attention")
             state["gave_up"] = True
             done = True
         else:
@@ -129,7 +134,8 @@ class RestartRunner:
             self._record_failure(record, error)
         record.rollback_notes.append(f"cleanup failed: {_error_name(error)}; cluster needs attention")
         if record.status == "restarting":
-            record.status = "failed"
+            timed_out = record.error is not None and record.error.code == "TIMED_OUT"
+            record.status = "timed_out" if timed_out else "failed"
         record.restart_completed_at = record.restart_completed_at or format_time(self.deps.clock.now())
         cluster.status = "error"
         cluster.current_restart_id = None
@@ -138,9 +144,7 @@ class RestartRunner:
         return StepResult(done=True, attempt=0)
 
     # ================================================================ phases
-    def _stopping_processes(
-        self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int
-    ) -> bool:
+    def _stopping_processes(self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int) -> bool:
         running = [i.instance_id for i in self._instances(cluster) if i.state == "running"]
         if "command_id" not in state:
             if not running:
@@ -221,9 +225,7 @@ class RestartRunner:
         for iid, task_id in sub["tasks"].items():
             task_state = self.provider.replace_root_volume_states(iid, [task_id]).get(task_id, "pending")
             if task_state in ("failed", "failed-detached"):
-                raise PhaseFailedError(
-                    "Root volume replacement failed", {"instance_id": iid, "task_id": task_id}
-                )
+                raise PhaseFailedError("Root volume replacement failed", {"instance_id": iid, "task_id": task_id})
             if task_state != "succeeded":
                 return False
         record.changes.replaced_root_volumes = dict(sub["tasks"])
@@ -300,9 +302,7 @@ class RestartRunner:
         cluster.container = spec
         return True
 
-    def _rebooting(
-        self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int
-    ) -> bool:
+    def _rebooting(self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int) -> bool:
         instances = self._instances(cluster)
         now = format_time(self.deps.clock.now())
         if "action" not in state:
@@ -331,9 +331,7 @@ class RestartRunner:
             return False
         return all(i.state == "running" for i in instances)
 
-    def _starting_services(
-        self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int
-    ) -> bool:
+    def _starting_services(self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int) -> bool:
         if "command_id" not in state:
             if not self._instances_ready(cluster):
                 return False
@@ -349,17 +347,13 @@ class RestartRunner:
         self._mark_applied(record, "container")
         return True
 
-    def _health_checks(
-        self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int
-    ) -> bool:
+    def _health_checks(self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int) -> bool:
         if "command_id" not in state:
             instances = self._instances(cluster)
             not_ok = [i.instance_id for i in instances if not i.status_checks_ok]
             offline = [iid for iid, ok in self.provider.agents_online(cluster.instance_ids).items() if not ok]
             if not_ok or offline:
-                return self._health_retry(
-                    state, {"status_checks_failed": not_ok, "ssm_agent_offline": offline}
-                )
+                return self._health_retry(state, {"status_checks_failed": not_ok, "ssm_agent_offline": offline})
             expected_gpus = record.target.instance_gpu_count or cluster.gpu_count
             state["command_id"] = self.provider.run_command(
                 cluster.instance_ids,
@@ -416,13 +410,12 @@ class RestartRunner:
 
     # ================================================================ failure and rollback
     def _record_failure(self, record: RestartRecord, error: dict[str, Any]) -> None:
+        """Record the error now; the terminal status is set once cleanup has concluded."""
         name = _error_name(error)
         message = _error_message(error)
-        record.status = "timed_out" if name in ("RestartTimedOutError", "States.Timeout") else "failed"
+        timed_out = name in ("RestartTimedOutError", "States.Timeout")
         record.error = RestartError(
-            code={"RestartTimedOutError": "TIMED_OUT", "States.Timeout": "TIMED_OUT"}.get(
-                name, "RESTART_FAILED"
-            ),
+            code="TIMED_OUT" if timed_out else "RESTART_FAILED",
             message=message,
             phase=record.progress.phase,
             details={
@@ -430,6 +423,7 @@ class RestartRunner:
                 **record.phase_state.get(record.progress.phase, {}).get("failure", {}).get("details", {}),
             },
         )
+        record.progress = record.progress.model_copy(update={"current_step": f"Rolling back after: {message}"})
         for entry in record.phase_history:
             if entry.outcome == "in_progress":
                 entry.outcome = "failed"
@@ -460,18 +454,11 @@ class RestartRunner:
         # 2. the container spec back to what it was
         if changes.previous_container is not None and not state.get("container_reverted"):
             previous = changes.previous_container
-            if (
-                previous.environment_parameter
-                and previous.environment_version != cluster.container.environment_version
-            ):
-                values = self.provider.get_environment(
-                    previous.environment_parameter, previous.environment_version
-                )
+            if previous.environment_parameter and previous.environment_version != cluster.container.environment_version:
+                values = self.provider.get_environment(previous.environment_parameter, previous.environment_version)
                 previous = previous.model_copy(
                     update={
-                        "environment_version": self.provider.put_environment(
-                            previous.environment_parameter, values
-                        )
+                        "environment_version": self.provider.put_environment(previous.environment_parameter, values)
                     }
                 )
             cluster.container = previous
@@ -498,8 +485,12 @@ class RestartRunner:
     def _conclude_failure(self, record: RestartRecord, cluster: Cluster, state: dict[str, Any]) -> None:
         changes = record.changes
         reverted = bool(changes.previous_instance_types) or changes.previous_container is not None
-        if record.status == "failed" and reverted and not state.get("gave_up"):
+        if record.error is not None and record.error.code == "TIMED_OUT":
+            record.status = "timed_out"
+        elif reverted and not state.get("gave_up"):
             record.status = "rolled_back"
+        else:
+            record.status = "failed"
         if changes.grown_volumes:
             record.rollback_notes.append("storage growth cannot be undone (EBS volumes only grow)")
         if changes.system_updates_applied:
@@ -515,9 +506,7 @@ class RestartRunner:
         self._close_record(record, self.deps.clock.now())
         services_ok = bool(state.get("services_restored")) or record.previous_cluster_status == "stopped"
         if record.previous_cluster_status == "stopped" and not state.get("gave_up"):
-            cluster.status = (
-                "stopped" if all(i.state == "stopped" for i in self._instances(cluster)) else "error"
-            )
+            cluster.status = "stopped" if all(i.state == "stopped" for i in self._instances(cluster)) else "error"
         else:
             cluster.status = "running" if services_ok and not state.get("gave_up") else "error"
         cluster.volumes = self._volumes(cluster)
