@@ -155,6 +155,19 @@ def test_without_an_active_state_moto_answers_as_shipped(state: SimulatedAgentSt
     assert set(state.calls) == {("ec2", "RunInstances")}
 
 
+def test_last_request_parameters_are_kept_per_action(state: SimulatedAgentState, ec2: Any, ssm: Any) -> None:
+    # given an instance
+    [instance_id] = launch(ec2)
+    # when it is force-stopped and its agent looked up
+    ec2.stop_instances(InstanceIds=[instance_id], Force=True)
+    ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])
+    # then the parameters of the last call of each action are available
+    assert state.last_requests[("ec2", "StopInstances")] == {"InstanceIds": [instance_id], "Force": True}
+    assert state.last_requests[("ssm", "DescribeInstanceInformation")] == {
+        "Filters": [{"Key": "InstanceIds", "Values": [instance_id]}]
+    }
+
+
 # -- throttling ---------------------------------------------------------------------------------
 
 

@@ -60,10 +60,12 @@ class SimulatedAgentState:
 
     Keys are instance ids (unique across moto accounts and regions in practice). The object is
     plain and thread-safe; ``install_extensions(state)`` makes it the one the patched moto
-    consults. Tests read ``calls``, ``throttled_calls``, ``containers`` and ``command_log``.
+    consults. Tests read ``calls``, ``last_requests``, ``throttled_calls``, ``containers`` and
+    ``command_log``.
     """
 
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    last_requests: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     throttled_calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     containers: dict[str, ContainerState] = field(default_factory=dict)
     command_log: list[AgentCommand] = field(default_factory=list)
@@ -91,11 +93,13 @@ class SimulatedAgentState:
             else:
                 self._throttles[key] = _Throttle(times, error_code)
 
-    def record_call(self, service: str, action: str) -> ThrottleRefusal | None:
-        """Count one call; return how to refuse it, or None to let it through."""
+    def record_call(self, service: str, action: str, params: dict[str, Any] | None = None) -> ThrottleRefusal | None:
+        """Count one call (and keep its parameters in ``last_requests``); return how to refuse
+        it, or None to let it through."""
         key = (service.lower(), action)
         with self._lock:
             self.calls[key] += 1
+            self.last_requests[key] = dict(params or {})
             rule = self._throttles.get(key)
             if rule is None or rule.remaining <= 0:
                 return None
@@ -223,6 +227,7 @@ class SimulatedAgentState:
         """Forget every fault, counter, container and log entry."""
         with self._lock:
             self.calls.clear()
+            self.last_requests.clear()
             self.throttled_calls.clear()
             self.containers.clear()
             self.command_log.clear()

@@ -7,6 +7,7 @@ name and the action are known there and any action of any service can be throttl
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from moto.core.exceptions import ServiceException
@@ -37,6 +38,29 @@ def _refuse(response: BaseResponse, service: str, refusal: ThrottleRefusal) -> A
     return status, headers, body
 
 
+def _request_params(response: BaseResponse) -> dict[str, Any]:
+    """The request's parameters, best effort: parsed (EC2 and other auto-parsed services), the
+    JSON body (JSON protocols), or the flattened query string."""
+    params = getattr(response, "params", None)
+    if params:
+        original = getattr(params, "original_dict", None)
+        return dict(original() if callable(original) else params)
+    body = getattr(response, "body", None)
+    if isinstance(body, str | bytes) and body[:1] in ("{", b"{"):
+        try:
+            loaded = json.loads(body)
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            return loaded
+    querystring = getattr(response, "querystring", None) or {}
+    return {
+        str(key): value[0] if isinstance(value, list) and len(value) == 1 else value
+        for key, value in querystring.items()
+        if key not in ("Action", "Version")
+    }
+
+
 def install() -> None:
     original = BaseResponse.call_action
 
@@ -48,7 +72,7 @@ def install() -> None:
                 action = self._get_action() or ""
             except Exception:
                 action = ""
-            refusal = state.record_call(service, action)
+            refusal = state.record_call(service, action, _request_params(self))
             if refusal is not None:
                 return _refuse(self, service, refusal)
         return original(self)
