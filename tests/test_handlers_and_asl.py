@@ -110,7 +110,7 @@ def test_every_task_retries_transient_errors_and_catches_everything() -> None:
 
 def test_every_poll_loop_waits_in_a_wait_state_not_in_a_lambda() -> None:
     waits = [s for s in ASL["States"].values() if s["Type"] == "Wait"]
-    assert len(waits) == 7  # six phases and the cleanup
+    assert len(waits) == 8  # six phases, the reboot settle wait, the cleanup
     assert all(w["SecondsPath"].endswith(".wait_seconds") for w in waits)
 
 

@@ -88,7 +88,9 @@ class RestartRunner:
         if done:
             self._finish_phase(record, phase, self.deps.clock.now())
             following = None if phase == "ready" else next_phase(record.plan, phase)
-            result = StepResult(done=True, attempt=0, next=following)
+            # A phase may ask the state machine to let things settle before the next one starts.
+            settle = int(state.pop("settle_seconds", 0))
+            result = StepResult(done=True, attempt=0, wait_seconds=settle, next=following)
         else:
             result = StepResult(done=False, attempt=attempt + 1, wait_seconds=poll_delay(phase, attempt))
         self._save(record, version, cluster)
@@ -303,33 +305,35 @@ class RestartRunner:
         return True
 
     def _rebooting(self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int) -> bool:
+        """Reboot, power-cycle or start; then let the instances boot before services are started.
+
+        A reboot leaves the instance `running` throughout, so there is nothing to poll here: the
+        boot time is a settle wait (the vendor guide's 3 minutes), and `starting_services` polls
+        status checks from there.
+        """
         instances = self._instances(cluster)
-        now = format_time(self.deps.clock.now())
         if "action" not in state:
-            record.downtime_started_at = record.downtime_started_at or now
+            record.downtime_started_at = record.downtime_started_at or format_time(self.deps.clock.now())
             stopped = [i.instance_id for i in instances if i.state == "stopped"]
             running = [i.instance_id for i in instances if i.state == "running"]
+            state["issued_at"] = format_time(self.deps.clock.now())
             if record.restart_type == "force" and running:
                 self.provider.stop(running, force=True)
                 state["action"] = "force_stop"
-            elif stopped and not running:
-                self.provider.start(stopped)
-                state["action"] = "start"
-            else:
-                if stopped:
-                    self.provider.start(stopped)
-                if running:
-                    self.provider.reboot(running)
-                state["action"] = "reboot"
-            state["issued_at"] = now
-            return False
-        if state["action"] == "force_stop":
-            if any(i.state not in ("stopped",) for i in instances):
                 return False
-            self.provider.start([i.instance_id for i in instances])
-            state["action"] = "start"
+            if stopped:
+                self.provider.start(stopped)
+            if running:
+                self.provider.reboot(running)
+            state["action"] = "reboot" if running else "start"
+            state["settle_seconds"] = poll_delay("rebooting", 0)
+            return True
+        if any(i.state != "stopped" for i in instances):
             return False
-        return all(i.state == "running" for i in instances)
+        self.provider.start([i.instance_id for i in instances])
+        state["action"] = "start"
+        state["settle_seconds"] = poll_delay("rebooting", 0)
+        return True
 
     def _starting_services(self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int) -> bool:
         if "command_id" not in state:

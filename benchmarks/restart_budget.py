@@ -1,0 +1,44 @@
+"""Prints the cost of one basic graceful restart on the embedded AWS: state transitions,
+Lambda invocations, and wall time. Budgets (DESIGN.md): <= 30 transitions, <= 8 invocations.
+
+    .venv/bin/python benchmarks/restart_budget.py
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+logging.getLogger("moto").setLevel(logging.CRITICAL)
+
+from restarter.local.engine import LocalAws  # noqa: E402
+from restarter.local.fleet import ClusterSpec, seed_cluster  # noqa: E402
+from restarter.observability import logger  # noqa: E402
+from restarter.services.restart_intake import accept_restart  # noqa: E402
+
+
+def main() -> None:
+    logger.setLevel("ERROR")
+    with LocalAws(time_scale=600) as aws:
+        assert aws.deps is not None
+        cluster = seed_cluster(aws, ClusterSpec(id="cluster_bench", name="bench", instance_count=2))
+        before = len(aws.registry.invocations)
+        started = time.perf_counter()
+        record = accept_restart(aws.deps, cluster.id, {}, trigger="cli", requested_by="bench")
+        execution = aws.wait_for_execution(record.execution_arn or "")
+        wall = time.perf_counter() - started
+        history = aws.execution_history(record.execution_arn or "")
+        entered = [e for e in history if e["type"].endswith("StateEntered")]
+        kinds = Counter(e["type"].removesuffix("StateEntered") for e in entered)
+        invocations = len(aws.registry.invocations) - before
+        print(f"status                {execution['status']}")
+        print(f"state transitions     {len(entered)}  (budget 30)  {dict(kinds)}")
+        print(f"lambda invocations    {invocations}  (budget 8)")
+        print(f"wall time             {wall:.2f} s at time scale 600")
+
+
+if __name__ == "__main__":
+    main()
