@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from restarter.domain.models import Phase
-from restarter.observability import logger
+from restarter.observability import logger, metrics
 from restarter.services.dependencies import get_dependencies
 from restarter.services.restart_runner import RestartRunner
 
@@ -24,6 +24,7 @@ class RestartStepEvent(BaseModel):
     error: dict[str, Any] = Field(default_factory=dict)
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 @event_parser(model=RestartStepEvent)
 def lambda_handler(event: RestartStepEvent, context: LambdaContext) -> dict[str, Any]:

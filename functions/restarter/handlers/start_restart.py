@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from restarter.domain.errors import RestarterError
-from restarter.observability import logger
+from restarter.observability import logger, metrics
 from restarter.services.dependencies import get_dependencies
 from restarter.services.restart_intake import accept_restart
 
@@ -27,6 +28,7 @@ class StartRestartEvent(BaseModel):
     trigger: Literal["api", "schedule", "alarm", "queue", "cli"] = "cli"
 
 
+@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 @event_parser(model=StartRestartEvent)
 def lambda_handler(event: StartRestartEvent, context: LambdaContext) -> dict[str, Any]:
@@ -41,5 +43,7 @@ def lambda_handler(event: StartRestartEvent, context: LambdaContext) -> dict[str
         )
     except RestarterError as exc:
         logger.info("restart refused", error_code=exc.code)
+        metrics.add_metric(name="RestartsRefused", unit=MetricUnit.Count, value=1)
         return exc.to_envelope()
+    metrics.add_metric(name="RestartsAccepted", unit=MetricUnit.Count, value=1)
     return {"success": True, "data": record.model_dump(mode="json", exclude={"phase_state"})}

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from restarter.domain.errors import PhaseFailedError, RestarterError, RestartTimedOutError
 from restarter.domain.health import evaluate_health_report
 from restarter.domain.inventory import CommandInvocation, InstanceView
@@ -30,7 +32,7 @@ from restarter.domain.models import (
     parse_time,
 )
 from restarter.domain.planning import max_polls, next_phase, poll_delay, progress_at
-from restarter.observability import logger
+from restarter.observability import logger, metrics
 from restarter.services.dependencies import Dependencies
 from restarter.services.restart_intake import cluster_environment_parameter
 
@@ -608,6 +610,9 @@ class RestartRunner:
         """Release the cluster's lock, then tell the audit trail and the event bus how it ended."""
         released = self.deps.locks.release(record.cluster_id, record.id)
         outcome = record.status
+        metrics.add_metric(name=f"Restarts_{outcome}", unit=MetricUnit.Count, value=1)
+        if record.downtime_seconds is not None:
+            metrics.add_metric(name="DowntimeSeconds", unit=MetricUnit.Seconds, value=record.downtime_seconds)
         logger.info(
             "restart finished",
             restart_id=record.id,

@@ -4,15 +4,19 @@
 ``SimulatedAgentState`` the patches consult; calling it again only switches the active state.
 While a state is active:
 
-- every moto API call is counted in ``state.calls`` and may be throttled (``state.throttle``);
+- every moto API call is counted in ``state.calls`` (parameters in ``state.last_requests``) and
+  may be refused with the service's real throttling error (``state.throttle``);
 - ``DescribeInstanceStatus`` honours ``set_never_healthy``;
-- ``SendCommand`` is answered by a simulated SSM agent per instance (``agent.py``), refuses
-  instances that are not running (``InvalidInstanceId``) and answers ``Pending`` like AWS;
-- ``ListCommandInvocations``, ``DescribeInstanceInformation``, ``CreateReplaceRootVolumeTask`` and
-  ``DescribeReplaceRootVolumeTasks`` exist (the last four stay available after
-  ``set_active_state(None)``; only ``uninstall_extensions`` removes them).
+- ``SendCommand`` refuses instances that are not running (``InvalidInstanceId``), answers
+  ``Pending`` like AWS, and each instance's simulated SSM agent (``agent.py``) fills in the
+  invocations that ``GetCommandInvocation`` / ``ListCommandInvocations`` / ``ListCommands`` read.
 
-With no active state (``set_active_state(None)``) the patched code paths behave as moto ships.
+Always present once installed, active state or not (moto lacks or gets them wrong):
+``ListCommandInvocations``, ``DescribeInstanceInformation``, ``CreateReplaceRootVolumeTask``,
+``DescribeReplaceRootVolumeTasks``, ``CreateSnapshots`` honouring ``CopyTagsFromSource``, and
+snapshots keeping the ``VolumeSize`` they were taken at. With no active state
+(``set_active_state(None)``) everything else behaves as moto ships; ``uninstall_extensions()``
+removes every patch.
 """
 
 from __future__ import annotations
