@@ -15,6 +15,9 @@ class Settings(BaseModel):
     restarts_table: str = "restarter-restarts"
     locks_table: str = "restarter-locks"
     audit_table: str = "restarter-audit"
+    api_keys_table: str = "restarter-api-keys"
+    idempotency_table: str = "restarter-idempotency"
+    api_wait_budget_seconds: float = 25.0
     event_bus_name: str = "restarter"
     state_machine_arn: str | None = None
     cluster_tag_key: str = "restarter:cluster"
@@ -29,6 +32,9 @@ class Settings(BaseModel):
             restarts_table=env.get("RESTARTS_TABLE", defaults.restarts_table),
             locks_table=env.get("LOCKS_TABLE", defaults.locks_table),
             audit_table=env.get("AUDIT_TABLE", defaults.audit_table),
+            api_keys_table=env.get("API_KEYS_TABLE", defaults.api_keys_table),
+            idempotency_table=env.get("IDEMPOTENCY_TABLE", defaults.idempotency_table),
+            api_wait_budget_seconds=float(env.get("API_WAIT_BUDGET_SECONDS", defaults.api_wait_budget_seconds)),
             event_bus_name=env.get("EVENT_BUS_NAME", defaults.event_bus_name),
             state_machine_arn=env.get("STATE_MACHINE_ARN") or None,
             cluster_tag_key=env.get("CLUSTER_TAG_KEY", defaults.cluster_tag_key),
