@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict
@@ -24,8 +25,8 @@ class Settings(BaseModel):
     region: str = "us-east-1"
 
     @classmethod
-    def from_environment(cls) -> Settings:
-        env = os.environ
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
         defaults = cls()
         return cls(
             clusters_table=env.get("CLUSTERS_TABLE", defaults.clusters_table),

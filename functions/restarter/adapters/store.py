@@ -7,6 +7,7 @@ condition so two writers never silently overwrite each other.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from datetime import datetime
@@ -15,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from restarter.adapters.aws_errors import error_code, translated
-from restarter.domain.errors import ConflictError, InvalidStateError
+from restarter.domain.errors import ConflictError, InvalidStateError, RequestValidationError
 from restarter.domain.models import Cluster, RestartRecord, format_time
 
 
@@ -97,17 +98,41 @@ class RestartStore:
                 raise
         return version
 
-    def list_for_cluster(self, cluster_id: str, limit: int = 50) -> list[RestartRecord]:
+    def list_for_cluster(
+        self, cluster_id: str, limit: int = 20, cursor: str | None = None
+    ) -> tuple[list[RestartRecord], str | None]:
+        """Newest first; `cursor` is the opaque token of the previous page."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "by_cluster",
+            "KeyConditionExpression": "cluster_id = :c",
+            "ExpressionAttributeValues": {":c": {"S": cluster_id}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor)
         with translated("dynamodb:Query"):
-            page = self._client.query(
-                TableName=self._table,
-                IndexName="by_cluster",
-                KeyConditionExpression="cluster_id = :c",
-                ExpressionAttributeValues={":c": {"S": cluster_id}},
-                ScanIndexForward=False,
-                Limit=limit,
-            )
-        return [RestartRecord.model_validate_json(i["body"]["S"]) for i in page.get("Items", [])]
+            page = self._client.query(**kwargs)
+        records = [RestartRecord.model_validate_json(i["body"]["S"]) for i in page.get("Items", [])]
+        last = page.get("LastEvaluatedKey")
+        return records, (_encode_cursor(last) if last else None)
+
+
+def _encode_cursor(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(key, dict):
+            raise ValueError("not an object")
+    except (ValueError, TypeError) as exc:
+        raise RequestValidationError(
+            "Invalid pagination cursor", {"errors": [{"field": "next_token", "message": "not a token we issued"}]}
+        ) from exc
+    return key
 
 
 class ClusterLock:

@@ -79,3 +79,10 @@ class RestartTimedOutError(RestarterError):
 
     code = "TIMED_OUT"
     http_status = 504
+
+
+class RestartCancelledError(RestarterError):
+    """Someone cancelled the restart; the execution stops going forward and cleans up."""
+
+    code = "CANCELLED"
+    http_status = 409

@@ -18,6 +18,17 @@ RESTARTABLE_STATES: tuple[ClusterStatus, ...] = ("running", "stopped", "error")
 RestartStatus = Literal["restarting", "ready", "failed", "timed_out", "cancelled", "rolled_back"]
 TERMINAL_RESTART_STATUSES: frozenset[str] = frozenset({"ready", "failed", "timed_out", "cancelled", "rolled_back"})
 RestartType = Literal["graceful", "force"]
+
+
+def failure_status(error_code: str | None, *, rolled_back: bool) -> RestartStatus:
+    """The terminal status of a restart that did not reach `ready`."""
+    if error_code == "TIMED_OUT":
+        return "timed_out"
+    if error_code == "CANCELLED":
+        return "cancelled"
+    return "rolled_back" if rolled_back else "failed"
+
+
 Trigger = Literal["api", "schedule", "alarm", "queue", "cli"]
 
 Phase = Literal[
@@ -298,6 +309,9 @@ class RestartRecord(BaseModel):
     phase_state: dict[str, Any] = Field(default_factory=dict)
     old_hourly_rate: float | None = None
     new_hourly_rate: float | None = None
+    rate_change_reason: str | None = None
+    cancel_requested_at: str | None = None
+    cancel_requested_by: str | None = None
     execution_arn: str | None = None
     downtime_started_at: str | None = None
     downtime_ended_at: str | None = None

@@ -32,6 +32,8 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
 
 
 def parse_restart_request(payload: Any) -> RestartRequest:
+    if isinstance(payload, RestartRequest):
+        return payload
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):

@@ -191,6 +191,7 @@ class LocalAws:
         self.registry = FunctionRegistry(function_specs(self.template))
         self._mock: Any = None
         self.settings: Settings | None = None
+        self.environment: dict[str, str] = {}
         self.deps: Dependencies | None = None
 
     # --------------------------------------------------------------- lifecycle
@@ -228,11 +229,19 @@ class LocalAws:
         self.settings = self._provision()
         self.deps = build_dependencies(self.settings, clock=self.clock)
         use_dependencies(self.deps)
+        from restarter.adapters.api_keys import ApiKeyStore
+        from restarter.handlers.authorizer import use_api_key_store
+
+        self.api_keys = ApiKeyStore(self.client("dynamodb"), self.settings.api_keys_table)
+        use_api_key_store(self.api_keys)
 
     def stop(self) -> None:
         global _active_registry  # noqa: PLW0603
+        from restarter.handlers.authorizer import use_api_key_store
+
         self.wait_for_executions(timeout=30, raise_on_timeout=False)
         use_dependencies(None)
+        use_api_key_store(None)
         _active_registry = None
         self.agent.reset()
         if self._mock is not None:
@@ -245,19 +254,18 @@ class LocalAws:
 
     # --------------------------------------------------------------- provisioning
     def _provision(self) -> Settings:
+        """Create what template.yaml declares, named for local use; the functions' environment
+        (Globals + their own variables) resolves `!Ref`s to those names, as CloudFormation would."""
         resources = self.template["Resources"]
-        stage = "local"
-        names = {
-            "ClustersTable": f"restarter-{stage}-clusters",
-            "RestartsTable": f"restarter-{stage}-restarts",
-            "LocksTable": f"restarter-{stage}-locks",
-            "AuditTable": f"restarter-{stage}-audit",
-        }
+        names: dict[str, str] = {}
         dynamodb = self.client("dynamodb")
-        for logical_id, table_name in names.items():
-            props = resources[logical_id]["Properties"]
+        for logical_id, resource in resources.items():
+            if resource["Type"] != "AWS::DynamoDB::Table":
+                continue
+            props = resource["Properties"]
+            names[logical_id] = f"restarter-local-{logical_id}"
             kwargs: dict[str, Any] = {
-                "TableName": table_name,
+                "TableName": names[logical_id],
                 "AttributeDefinitions": props["AttributeDefinitions"],
                 "KeySchema": props["KeySchema"],
                 "BillingMode": "PAY_PER_REQUEST",
@@ -268,8 +276,8 @@ class LocalAws:
                     for g in props["GlobalSecondaryIndexes"]
                 ]
             dynamodb.create_table(**kwargs)
-        bus = f"restarter-{stage}"
-        self.client("events").create_event_bus(Name=bus)
+        names["RestarterEventBus"] = "restarter-local"
+        self.client("events").create_event_bus(Name=names["RestarterEventBus"])
 
         role_arn = self.client("iam").create_role(
             RoleName="restarter-local",
@@ -291,19 +299,19 @@ class LocalAws:
         for key in machine.get("DefinitionSubstitutions", {}):
             logical = key.removesuffix("Arn")
             definition = definition.replace("${" + key + "}", arns[logical])
-        state_machine_arn = self.client("stepfunctions").create_state_machine(
+        names["RestartStateMachine"] = self.client("stepfunctions").create_state_machine(
             name="restarter-local-restart", definition=definition, roleArn=role_arn
         )["stateMachineArn"]
 
-        return Settings(
-            clusters_table=names["ClustersTable"],
-            restarts_table=names["RestartsTable"],
-            locks_table=names["LocksTable"],
-            audit_table=names["AuditTable"],
-            event_bus_name=bus,
-            state_machine_arn=state_machine_arn,
-            region=REGION,
-        )
+        env: dict[str, str] = {"AWS_DEFAULT_REGION": REGION}
+        variables = dict(self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+        for resource in resources.values():
+            if resource["Type"] == "AWS::Serverless::Function":
+                variables.update(resource["Properties"].get("Environment", {}).get("Variables", {}))
+        for key, value in variables.items():
+            env[key] = names[value["Ref"]] if isinstance(value, dict) and "Ref" in value else str(value)
+        self.environment = env
+        return Settings.from_environment(env)
 
     # --------------------------------------------------------------- executions
     def executions(self) -> list[dict[str, Any]]:

@@ -16,7 +16,12 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from restarter.domain.errors import PhaseFailedError, RestarterError, RestartTimedOutError
+from restarter.domain.errors import (
+    PhaseFailedError,
+    RestartCancelledError,
+    RestarterError,
+    RestartTimedOutError,
+)
 from restarter.domain.health import evaluate_health_report
 from restarter.domain.inventory import CommandInvocation, InstanceView
 from restarter.domain.models import (
@@ -28,6 +33,7 @@ from restarter.domain.models import (
     RestartError,
     RestartRecord,
     VolumeInfo,
+    failure_status,
     format_time,
     parse_time,
 )
@@ -73,6 +79,11 @@ class RestartRunner:
             raise RestartTimedOutError(
                 f"Restart exceeded its timeout of {record.request.get('timeout_minutes', 15)} minutes",
                 {"phase": record.progress.phase, "deadline": record.deadline},
+            )
+        if record.cancel_requested_at:
+            raise RestartCancelledError(
+                f"Restart cancelled by {record.cancel_requested_by or 'a user'}",
+                {"phase": record.progress.phase, "cancel_requested_at": record.cancel_requested_at},
             )
         if attempt == 0:
             self._enter_phase(record, phase, now)
@@ -138,8 +149,7 @@ class RestartRunner:
             self._record_failure(record, error)
         record.rollback_notes.append(f"cleanup failed: {_error_name(error)}; cluster needs attention")
         if record.status == "restarting":
-            timed_out = record.error is not None and record.error.code == "TIMED_OUT"
-            record.status = "timed_out" if timed_out else "failed"
+            record.status = failure_status(record.error.code if record.error else None, rolled_back=False)
         record.restart_completed_at = record.restart_completed_at or format_time(self.deps.clock.now())
         cluster.status = "error"
         cluster.current_restart_id = None
@@ -419,9 +429,13 @@ class RestartRunner:
         """Record the error now; the terminal status is set once cleanup has concluded."""
         name = _error_name(error)
         message = _error_message(error)
-        timed_out = name in ("RestartTimedOutError", "States.Timeout")
+        code = {
+            "RestartTimedOutError": "TIMED_OUT",
+            "States.Timeout": "TIMED_OUT",
+            "RestartCancelledError": "CANCELLED",
+        }.get(name, "RESTART_FAILED")
         record.error = RestartError(
-            code="TIMED_OUT" if timed_out else "RESTART_FAILED",
+            code=code,
             message=message,
             phase=record.progress.phase,
             details={
@@ -491,12 +505,9 @@ class RestartRunner:
     def _conclude_failure(self, record: RestartRecord, cluster: Cluster, state: dict[str, Any]) -> None:
         changes = record.changes
         reverted = bool(changes.previous_instance_types) or changes.previous_container is not None
-        if record.error is not None and record.error.code == "TIMED_OUT":
-            record.status = "timed_out"
-        elif reverted and not state.get("gave_up"):
-            record.status = "rolled_back"
-        else:
-            record.status = "failed"
+        record.status = failure_status(
+            record.error.code if record.error else None, rolled_back=reverted and not state.get("gave_up")
+        )
         if changes.grown_volumes:
             record.rollback_notes.append("storage growth cannot be undone (EBS volumes only grow)")
         if changes.system_updates_applied:

@@ -1,0 +1,1 @@
+"""Data packaged with restarter: the GPU price catalog (gpu_prices.json, provenance in PRICES.md)."""

@@ -1,0 +1,120 @@
+"""Use cases behind the REST API: read clusters and restarts of a tenant, cancel, wait.
+
+A tenant sees only its own clusters and restarts; anything else is `NOT_FOUND`, exactly like
+something that does not exist, so that ids of other tenants cannot be probed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from restarter.domain.errors import InvalidStateError, NotFoundError
+from restarter.domain.inventory import InstanceView
+from restarter.domain.models import Cluster, RestartRecord, format_time
+from restarter.services.dependencies import Dependencies
+from restarter.services.restart_intake import load_cluster
+
+
+@dataclass(frozen=True)
+class ClusterDetails:
+    cluster: Cluster
+    instances: list[InstanceView]
+    current_restart: RestartRecord | None
+
+
+def get_cluster(deps: Dependencies, tenant_id: str, cluster_id: str) -> ClusterDetails:
+    cluster = load_cluster(deps, cluster_id, tenant_id)
+    instances = deps.provider.describe_instances(cluster.instance_ids) if cluster.instance_ids else []
+    current = None
+    if cluster.current_restart_id:
+        stored = deps.restarts.get(cluster.current_restart_id)
+        current = stored[0] if stored else None
+    return ClusterDetails(cluster, instances, current)
+
+
+def list_clusters(
+    deps: Dependencies, tenant_id: str, *, status: str | None = None, label: str | None = None
+) -> list[Cluster]:
+    """`label` is `key=value` (or `key` alone for any value)."""
+    key, _, value = (label or "").partition("=")
+    found = []
+    for cluster in deps.clusters.list_all():
+        if cluster.tenant_id != tenant_id:
+            continue
+        if status and cluster.status != status:
+            continue
+        if key and (key not in cluster.labels or (value and cluster.labels[key] != value)):
+            continue
+        found.append(cluster)
+    return found
+
+
+def get_restart(deps: Dependencies, tenant_id: str, restart_id: str) -> RestartRecord:
+    stored = deps.restarts.get(restart_id)
+    if stored is None or stored[0].tenant_id != tenant_id:
+        raise NotFoundError("Restart not found", {"restart_id": restart_id})
+    return stored[0]
+
+
+def list_restarts(
+    deps: Dependencies, tenant_id: str, cluster_id: str, *, limit: int, cursor: str | None
+) -> tuple[list[RestartRecord], str | None]:
+    load_cluster(deps, cluster_id, tenant_id)
+    return deps.restarts.list_for_cluster(cluster_id, limit=limit, cursor=cursor)
+
+
+def cancel_restart(deps: Dependencies, tenant_id: str, restart_id: str, requested_by: str) -> RestartRecord:
+    """Ask the running execution to stop; its next step turns into cleanup (rollback, lock)."""
+    stored = deps.restarts.get(restart_id)
+    if stored is None or stored[0].tenant_id != tenant_id:
+        raise NotFoundError("Restart not found", {"restart_id": restart_id})
+    record, version = stored
+    if record.is_terminal:
+        raise InvalidStateError(
+            "Restart has already ended",
+            {"restart_id": restart_id, "current_status": record.status, "allowed_states": ["restarting"]},
+        )
+    if record.cancel_requested_at is None:
+        record.cancel_requested_at = format_time(deps.clock.now())
+        record.cancel_requested_by = requested_by
+        deps.restarts.put(record, version)
+        deps.audit.record(
+            record.cluster_id,
+            "restart.cancel_requested",
+            requested_by,
+            "accepted",
+            deps.clock.now(),
+            restart_id=restart_id,
+            phase=record.progress.phase,
+        )
+    return record
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    record: RestartRecord
+    finished: bool
+    waited_seconds: float
+
+
+def wait_until_finished(
+    deps: Dependencies,
+    restart_id: str,
+    budget_seconds: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_seconds: float = 0.25,
+) -> WaitResult:
+    """Hold an API answer until the restart ends or the wait budget (real seconds) runs out."""
+    started = time.monotonic()
+    while True:
+        stored = deps.restarts.get(restart_id)
+        if stored is None:
+            raise NotFoundError("Restart not found", {"restart_id": restart_id})
+        record = stored[0]
+        waited = time.monotonic() - started
+        if record.is_terminal or waited >= budget_seconds:
+            return WaitResult(record, record.is_terminal, round(waited, 2))
+        sleep(min(poll_seconds, max(0.0, budget_seconds - waited)))
