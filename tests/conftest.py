@@ -97,7 +97,6 @@ def seed(aws: LocalAws) -> Callable[..., Cluster]:
             "image": "tensorone/pytorch:2.1-cuda12.1",
             "environment": {"MODEL_VERSION": "v1.0", "HF_TOKEN": "hf_secret_value_never_logged"},
             "ports": DEFAULT_PORTS,
-            "hourly_rate": 32.77,
         }
         fields.update(overrides)
         return seed_cluster(aws, ClusterSpec(**fields))
@@ -157,3 +156,46 @@ def command_ops(aws: LocalAws, cluster: Cluster) -> list[str]:
         marker = next((line for line in lines if line.startswith("# restarter-op: ")), None)
         ops.append(marker.removeprefix("# restarter-op: ") if marker else command["DocumentName"])
     return ops
+
+
+# ---------------------------------------------------------------- the REST API
+
+
+@dataclass
+class ApiClient:
+    """Calls the API through the local API Gateway (authorizer, gateway responses, proxy event)."""
+
+    gateway: Any
+    keys: dict[str, str]
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        key: str | None = "admin",
+        headers: dict[str, str] | None = None,
+        raw: str | None = None,
+        query: dict[str, list[str]] | None = None,
+    ) -> Any:
+        sent = {"Content-Type": "application/json"}
+        if key is not None:
+            sent["Authorization"] = f"Bearer {self.keys.get(key, key)}"
+        sent.update(headers or {})
+        payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        return self.gateway.handle(method, path, headers=sent, body=payload, query=query)
+
+
+@pytest.fixture
+def api(aws: LocalAws) -> ApiClient:
+    """Keys: `admin` (tenant default: read, restart), `reader` (read only), `other` (another tenant)."""
+    from restarter.local.gateway import LocalApiGateway
+
+    now = aws.clock.now()
+    keys = {
+        "admin": aws.api_keys.create_key("default", ["read", "restart"], name="admin", now=now)[0],
+        "reader": aws.api_keys.create_key("default", ["read"], name="reader", now=now)[0],
+        "other": aws.api_keys.create_key("globex", ["read", "restart"], name="globex", now=now)[0],
+    }
+    return ApiClient(LocalApiGateway(aws), keys)

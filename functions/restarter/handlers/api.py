@@ -52,7 +52,7 @@ RESTART_ID = r"^rst_[a-z0-9]{1,64}$"
 
 app = APIGatewayRestResolver(enable_validation=True)
 
-ERRORS: dict[int | str, Any] = {
+ERRORS: dict[int, Any] = {
     400: {"description": "Invalid request", "content": {"application/json": {"model": ErrorEnvelope}}},
     401: {"description": "Missing or invalid API key", "content": {"application/json": {"model": ErrorEnvelope}}},
     403: {"description": "The key lacks the scope", "content": {"application/json": {"model": ErrorEnvelope}}},
@@ -62,6 +62,11 @@ ERRORS: dict[int | str, Any] = {
 
 
 # ------------------------------------------------------------------ envelopes
+
+
+def _documented(status: int, description: str, model: type) -> dict[int, Any]:
+    """The route's success answer and the shared error answers, for the OpenAPI document."""
+    return {status: {"description": description, "content": {"application/json": {"model": model}}}, **ERRORS}
 
 
 def _json(status: int, payload: dict[str, Any]) -> Response[str]:
@@ -74,7 +79,8 @@ def _error(status: int, code: str, message: str, details: dict[str, Any] | None 
 
 def _ok(data: Any, status: int = 200, **meta: Any) -> Response[str]:
     body = data.model_dump(mode="json") if hasattr(data, "model_dump") else data
-    return _json(status, {"success": True, "data": body, "meta": {"request_id": _request_id(), **meta}})
+    meta_fields: dict[str, Any] = {"request_id": _request_id(), **meta}
+    return _json(status, {"success": True, "data": body, "meta": meta_fields})
 
 
 def _request_id() -> str:
@@ -135,23 +141,29 @@ def _not_found(exc: Exception) -> Response[str]:
     return _error(404, "NOT_FOUND", "No such resource", {"path": path, "method": method})
 
 
-def _guard_request(app: APIGatewayRestResolver, next_middleware: Any) -> Response[str]:
-    """Refuse bodies we will not read: too large, or not JSON."""
-    event = app.current_event
-    body = event.body or ""
+def _proxy_error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An error envelope as a raw proxy response, for answers given outside the resolver."""
+    envelope = {"success": False, "error": {"code": code, "message": message, "details": details or {}}}
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(envelope),
+        "isBase64Encoded": False,
+    }
+
+
+def _refuse_unreadable_body(event: dict[str, Any]) -> dict[str, Any] | None:
+    """Bodies we will not read, refused before routing: too large, or not JSON."""
+    body = event.get("body") or ""
     if len(body.encode()) > MAX_BODY_BYTES:
-        return _error(413, "VALIDATION_ERROR", "Request body too large", {"max_bytes": MAX_BODY_BYTES})
-    if body.strip() and event.http_method in ("POST", "PUT", "PATCH"):
-        content_type = (event.headers.get("content-type") or event.headers.get("Content-Type") or "").lower()
-        if content_type and not content_type.startswith("application/json"):
-            return _error(
-                415, "VALIDATION_ERROR", "Content-Type must be application/json", {"content_type": content_type}
-            )
-    result: Response[str] = next_middleware(app)
-    return result
-
-
-app.use(middlewares=[_guard_request])
+        return _proxy_error(413, "VALIDATION_ERROR", "Request body too large", {"max_bytes": MAX_BODY_BYTES})
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    content_type = str(headers.get("content-type") or "").lower()
+    if body.strip() and content_type and not content_type.startswith("application/json"):
+        return _proxy_error(
+            415, "VALIDATION_ERROR", "Content-Type must be application/json", {"content_type": content_type}
+        )
+    return None
 
 
 # ------------------------------------------------------------------ who is calling
@@ -227,10 +239,7 @@ def _start(command: dict[str, Any]) -> dict[str, Any]:
         "follow up with `GET /v1/restarts/{restart_id}`. An `Idempotency-Key` header makes retries safe."
     ),
     tags=["Restarts"],
-    responses={
-        200: {"description": "Cluster restart initiated", "content": {"application/json": {"model": RestartAcceptedResponse}}},
-        **ERRORS,
-    },
+    responses=_documented(200, "Cluster restart initiated", RestartAcceptedResponse),
 )
 def restart_cluster(
     cluster_id: Annotated[str, Path(pattern=CLUSTER_ID)],
@@ -263,7 +272,11 @@ def _answer_after_wait(accepted: RestartAcceptedData) -> Response[str]:
     waited = restart_api.wait_until_finished(deps, accepted.restart_id, deps.settings.api_wait_budget_seconds)
     record = waited.record
     cluster = deps.clusters.get(record.cluster_id)
-    meta = {"wait_for_ready": True, "completed": waited.finished, "waited_seconds": waited.waited_seconds}
+    meta: dict[str, Any] = {
+        "wait_for_ready": True,
+        "completed": waited.finished,
+        "waited_seconds": waited.waited_seconds,
+    }
     if record.status in ("ready", "restarting"):
         data = restart_accepted(record, cluster.status if cluster else "restarting")
         return _ok(data, **meta)
@@ -296,7 +309,7 @@ def _answer_after_wait(accepted: RestartAcceptedData) -> Response[str]:
     f"{API_PREFIX}/clusters/<cluster_id>",
     summary="Get a cluster",
     tags=["Clusters"],
-    responses={200: {"description": "The cluster", "content": {"application/json": {"model": ClusterResponse}}}, **ERRORS},
+    responses=_documented(200, "The cluster", ClusterResponse),
 )
 def get_cluster(cluster_id: Annotated[str, Path(pattern=CLUSTER_ID)]) -> Response[str]:
     principal = _principal()
@@ -309,7 +322,7 @@ def get_cluster(cluster_id: Annotated[str, Path(pattern=CLUSTER_ID)]) -> Respons
     f"{API_PREFIX}/clusters",
     summary="List clusters",
     tags=["Clusters"],
-    responses={200: {"description": "Clusters", "content": {"application/json": {"model": ClusterListResponse}}}, **ERRORS},
+    responses=_documented(200, "Clusters", ClusterListResponse),
 )
 def list_clusters(
     status: Annotated[str | None, Query(pattern=r"^(running|stopped|error|starting|stopping|restarting)$")] = None,
@@ -330,7 +343,7 @@ def list_clusters(
     f"{API_PREFIX}/restarts/<restart_id>",
     summary="Get a restart: progress, phase history and result",
     tags=["Restarts"],
-    responses={200: {"description": "The restart", "content": {"application/json": {"model": RestartResponse}}}, **ERRORS},
+    responses=_documented(200, "The restart", RestartResponse),
 )
 def get_restart(restart_id: Annotated[str, Path(pattern=RESTART_ID)]) -> Response[str]:
     principal = _principal()
@@ -342,10 +355,7 @@ def get_restart(restart_id: Annotated[str, Path(pattern=RESTART_ID)]) -> Respons
     f"{API_PREFIX}/clusters/<cluster_id>/restarts",
     summary="Restart history of a cluster, newest first",
     tags=["Restarts"],
-    responses={
-        200: {"description": "A page of restarts", "content": {"application/json": {"model": RestartListResponse}}},
-        **ERRORS,
-    },
+    responses=_documented(200, "A page of restarts", RestartListResponse),
 )
 def list_restarts(
     cluster_id: Annotated[str, Path(pattern=CLUSTER_ID)],
@@ -365,10 +375,7 @@ def list_restarts(
     summary="Cancel a restart",
     description="The execution stops at its next step, rolls back what it changed and releases the cluster lock.",
     tags=["Restarts"],
-    responses={
-        202: {"description": "Cancellation requested", "content": {"application/json": {"model": RestartResponse}}},
-        **ERRORS,
-    },
+    responses=_documented(202, "Cancellation requested", RestartResponse),
 )
 def cancel_restart(restart_id: Annotated[str, Path(pattern=RESTART_ID)]) -> Response[str]:
     principal = _principal()
@@ -413,15 +420,7 @@ app.enable_swagger(
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
-        return app.resolve(event, context)
+        return _refuse_unreadable_body(event) or app.resolve(event, context)
     except Exception:  # the envelope, never a traceback, whatever failed
         logger.exception("unhandled error")
-        return {
-            "statusCode": 500,
-            "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(
-                {"success": False, "error": {"code": "INTERNAL", "message": "Internal error", "details": {}}}
-            ),
-            "isBase64Encoded": False,
-        }
-
+        return _proxy_error(500, "INTERNAL", "Internal error")

@@ -334,9 +334,7 @@ def cluster_view(cluster: Cluster, instances: list[InstanceView], current: Resta
             for i in instances
         ],
         current_restart=(
-            CurrentRestart(id=current.id, status=current.status, restart_progress=current.progress)
-            if current
-            else None
+            CurrentRestart(id=current.id, status=current.status, restart_progress=current.progress) if current else None
         ),
         createdAt=cluster.created_at,
     )

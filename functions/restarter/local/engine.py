@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import import_module
@@ -36,15 +38,47 @@ ACCOUNT = "123456789012"
 
 
 class ScaledClock:
-    """Simulated time: starts at the real time, runs `scale` times faster."""
+    """Simulated time for the embedded AWS, per restart.
+
+    Real time runs at its own pace; each restart's execution also moves its own clock forward
+    by the full length of every Wait state and retry backoff it goes through, while it sleeps
+    only `1/scale` of it. So durations, deadlines and timeouts come out the same whatever the
+    machine's load, and concurrent restarts do not add up each other's waits. Code that runs
+    for a restart (the step Lambda) reads that restart's clock; anything else reads real time.
+    """
 
     def __init__(self, scale: float) -> None:
         self.scale = scale
         self._origin = datetime.now(UTC)
         self._start = time.monotonic()
+        self._offsets: dict[str, float] = {}
+        self._bound = threading.local()
+        self._lock = threading.Lock()
 
     def now(self) -> datetime:
-        return self._origin + timedelta(seconds=(time.monotonic() - self._start) * self.scale)
+        key = getattr(self._bound, "key", None)
+        offset = self._offsets.get(key, 0.0) if key else 0.0
+        return self._origin + timedelta(seconds=time.monotonic() - self._start + offset)
+
+    def advance(self, key: str | None, seconds: float) -> None:
+        if key and seconds > 0:
+            with self._lock:
+                self._offsets[key] = self._offsets.get(key, 0.0) + seconds
+
+    def sleep(self, key: str | None, seconds: float) -> None:
+        """Spend `seconds` of simulated time: sleep 1/scale of it, count all of it."""
+        real = max(0.0, seconds) / self.scale
+        time.sleep(real)
+        self.advance(key, seconds - real)
+
+    @contextmanager
+    def bound_to(self, key: str | None) -> Iterator[None]:
+        previous = getattr(self._bound, "key", None)
+        self._bound.key = key
+        try:
+            yield
+        finally:
+            self._bound.key = previous
 
 
 # ------------------------------------------------------------------ template reading
@@ -130,12 +164,20 @@ class FunctionRegistry:
 
 
 _active_registry: FunctionRegistry | None = None
-_active_scale: float = 1.0
+_active_clock: ScaledClock | None = None
 _shims_installed = False
+_retrying = threading.local()
+
+
+def _execution_name(env: Any) -> str | None:
+    try:
+        return str(env.states.context_object.context_object_data["Execution"]["Name"])
+    except (AttributeError, KeyError, TypeError):
+        return None
 
 
 def _install_step_functions_shims() -> None:
-    """Patch moto once per process; the patches read the active engine's registry and scale."""
+    """Patch moto once per process; the patches read the active engine's registry and clock."""
     global _shims_installed  # noqa: PLW0603
     if _shims_installed:
         return
@@ -144,36 +186,49 @@ def _install_step_functions_shims() -> None:
     from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
 
     def invoke(self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
-        if _active_registry is None:
+        if _active_registry is None or _active_clock is None:
             raise RuntimeError("no local engine is running")
         event = json.loads(body) if body else {}
-        result, errored = _active_registry.invoke(function_name, event)
+        restart_id = event.get("restart_id") if isinstance(event, dict) else None
+        with _active_clock.bound_to(restart_id):
+            result, errored = _active_registry.invoke(function_name, event)
         if errored:
             response_headers["x-amz-function-error"] = "Unhandled"
         return json.dumps(result, default=str).encode()
 
-    original_wait = WaitFunction._wait_interval
-
     def scaled_wait(self: Any, env: Any, wait_seconds: int) -> None:
-        real = wait_seconds / _active_scale
-        if real > 0:
-            env.program_state_event.wait(real)
-        if not env.is_running():
+        clock = _active_clock
+        if clock is None or wait_seconds <= 0:
             return
-        return None
+        real = wait_seconds / clock.scale
+        env.program_state_event.wait(real)
+        if env.is_running():
+            clock.advance(_execution_name(env), wait_seconds - real)
+
+    original_retrier_eval = retrier_decl.RetrierDecl._eval_body
+
+    def retrier_eval(self: Any, env: Any) -> None:
+        _retrying.key = _execution_name(env)
+        try:
+            original_retrier_eval(self, env)
+        finally:
+            _retrying.key = None
 
     class _ScaledTime:
         @staticmethod
         def sleep(seconds: float) -> None:
-            time.sleep(seconds / _active_scale)
+            if _active_clock is None:
+                time.sleep(seconds)
+            else:
+                _active_clock.sleep(getattr(_retrying, "key", None), seconds)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(time, name)
 
     LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
     WaitFunction._wait_interval = scaled_wait  # type: ignore[method-assign]
+    retrier_decl.RetrierDecl._eval_body = retrier_eval  # type: ignore[method-assign]
     retrier_decl.time = _ScaledTime()  # type: ignore[attr-defined,assignment]
-    _ = original_wait
     _shims_installed = True
 
 
@@ -203,7 +258,7 @@ class LocalAws:
         self.stop()
 
     def start(self) -> None:
-        global _active_registry, _active_scale  # noqa: PLW0603
+        global _active_registry, _active_clock  # noqa: PLW0603
         for key, value in {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -225,7 +280,7 @@ class LocalAws:
         _install_step_functions_shims()
         install_extensions(self.agent)
         _active_registry = self.registry
-        _active_scale = self.time_scale
+        _active_clock = self.clock
         self.settings = self._provision()
         self.deps = build_dependencies(self.settings, clock=self.clock)
         use_dependencies(self.deps)
@@ -304,7 +359,9 @@ class LocalAws:
         )["stateMachineArn"]
 
         env: dict[str, str] = {"AWS_DEFAULT_REGION": REGION}
-        variables = dict(self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+        variables = dict(
+            self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        )
         for resource in resources.values():
             if resource["Type"] == "AWS::Serverless::Function":
                 variables.update(resource["Properties"].get("Environment", {}).get("Variables", {}))

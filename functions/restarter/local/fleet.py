@@ -5,12 +5,22 @@ cluster record. Clusters are described by `ClusterSpec` (fleet files use the sam
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from restarter.adapters.provider import Provider
-from restarter.domain.models import Cluster, ClusterStatus, ContainerSpec, PortMapping, VolumeInfo, format_time
+from restarter.domain.cost import cluster_hourly_rate, load_price_catalog
+from restarter.domain.models import (
+    Cluster,
+    ClusterSnapshot,
+    ClusterStatus,
+    ContainerSpec,
+    PortMapping,
+    VolumeInfo,
+    format_time,
+)
 from restarter.local.engine import LocalAws
 from restarter.services.restart_intake import cluster_environment_parameter
 
@@ -29,6 +39,8 @@ class ClusterSpec(BaseModel):
     data_volume_gb: int | None = 1000
     tenant_id: str = "default"
     hourly_rate: float | None = None
+    # ids of checkpoints that already exist (e.g. the seed's `snap_xyz789`), oldest first
+    checkpoints: list[str] = Field(default_factory=list)
 
 
 def seed_cluster(engine: LocalAws, spec: ClusterSpec) -> Cluster:
@@ -88,11 +100,23 @@ def seed_cluster(engine: LocalAws, spec: ClusterSpec) -> Cluster:
         for v in provider.describe_volumes(instance_ids)
     ]
     now = format_time(engine.clock.now())
+    region = engine.settings.region if engine.settings else "us-east-1"
+    snapshots = [
+        ClusterSnapshot(
+            id=checkpoint_id,
+            name=f"checkpoint {checkpoint_id}",
+            created_at=format_time(engine.clock.now() - timedelta(days=len(spec.checkpoints) - index)),
+            volume_snapshots=provider.create_checkpoint(
+                instance_ids, {"restarter:cluster": spec.id, "restarter:checkpoint": checkpoint_id}
+            ),
+        )
+        for index, checkpoint_id in enumerate(spec.checkpoints)
+    ]
     cluster = Cluster(
         id=spec.id,
         name=spec.name,
         tenant_id=spec.tenant_id,
-        region=engine.settings.region if engine.settings else "us-east-1",
+        region=region,
         instance_ids=instance_ids,
         instance_type=spec.instance_type,
         gpu_type=type_info.gpu_name,
@@ -104,7 +128,10 @@ def seed_cluster(engine: LocalAws, spec: ClusterSpec) -> Cluster:
         container=container,
         template_image=spec.image,
         volumes=volumes,
-        hourly_rate=spec.hourly_rate,
+        snapshots=snapshots,
+        hourly_rate=spec.hourly_rate
+        if spec.hourly_rate is not None
+        else cluster_hourly_rate(load_price_catalog(), spec.instance_type, spec.instance_count, region),
         created_at=now,
         updated_at=now,
     )

@@ -168,11 +168,13 @@ class RequestsAdapter(BaseAdapter):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         url = urlsplit(request.url or "")
-        body = request.body.decode() if isinstance(request.body, bytes) else request.body
+        raw = request.body
+        body = raw.decode() if isinstance(raw, bytes) else raw if isinstance(raw, str) else None
+        headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
         answer = self.gateway.handle(
             request.method or "GET",
             url.path,
-            headers=dict(request.headers),
+            headers=headers,
             body=body,
             query=parse_qs(url.query),
         )

@@ -10,6 +10,7 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from restarter.domain.cost import HARDWARE_DIMENSIONS, cost_impact, load_price_catalog
 from restarter.domain.errors import NotFoundError, RestarterError
 from restarter.domain.models import (
     Cluster,
@@ -115,6 +116,14 @@ def _accept(
     plan = plan_phases(request, target, cluster_running=cluster.status != "stopped")
     deadline = now + timedelta(minutes=request.timeout_minutes)
     change_lines = describe_changes(cluster, request, target)
+    impact = cost_impact(
+        load_price_catalog(),
+        region=cluster.region,
+        instance_count=len(cluster.instance_ids),
+        old_type=cluster.instance_type,
+        new_type=target.instance_type,
+        changed=[name for name in HARDWARE_DIMENSIONS if config is not None and getattr(config, name) is not None],
+    )
 
     deps.locks.acquire(cluster.id, restart_id, now, deadline + LOCK_MARGIN)
     record: RestartRecord | None = None
@@ -147,8 +156,9 @@ def _accept(
                 pending=[line for lines in change_lines.values() for line in lines]
             ),
             change_lines=change_lines,
-            old_hourly_rate=cluster.hourly_rate,
-            new_hourly_rate=cluster.hourly_rate,
+            old_hourly_rate=impact.old_hourly_rate,
+            new_hourly_rate=impact.new_hourly_rate,
+            rate_change_reason=impact.rate_change_reason,
         )
         version = deps.restarts.put(record, None)
         deps.clusters.put(

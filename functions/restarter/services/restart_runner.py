@@ -419,6 +419,7 @@ class RestartRunner:
             cluster.vcpus = target.instance_vcpus or cluster.vcpus
             cluster.memory_gb = target.instance_memory_gb or cluster.memory_gb
             cluster.gpu_count = target.instance_gpu_count or cluster.gpu_count
+            cluster.hourly_rate = record.new_hourly_rate
         cluster.volumes = self._volumes(cluster)
         cluster.status = "running"
         cluster.current_restart_id = None
