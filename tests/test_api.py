@@ -262,6 +262,9 @@ def test_a_read_only_key_cannot_restart(api: ApiClient, seed: Seed, aws: LocalAw
     assert answer.status == 403
     assert answer.json()["error"]["code"] == "FORBIDDEN"
     assert aws.executions() == []
+    assert aws.deps is not None
+    [refusal] = aws.deps.audit.entries("cluster_abc123")
+    assert (refusal["outcome"], refusal["details"]["error_code"]) == ("refused", "FORBIDDEN")
 
 
 def test_too_many_requests_is_429_rate_limited(aws: LocalAws, seed: Seed, api: ApiClient) -> None:

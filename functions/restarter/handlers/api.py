@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from restarter.domain.auth import Principal, require_scope
+from restarter.domain.auth import ForbiddenError, Principal, require_scope
 from restarter.domain.errors import RestarterError
 from restarter.domain.models import RestartRequest
 from restarter.domain.validation import field_path
@@ -92,6 +92,8 @@ def _request_id() -> str:
 
 @app.exception_handler(RestarterError)
 def _restarter_error(exc: RestarterError) -> Response[str]:
+    if isinstance(exc, ForbiddenError):  # refused before the intake, which audits its own refusals
+        _audit_refusal(exc.code, exc.message)
     return _error(exc.http_status, exc.code, exc.message, exc.details)
 
 
@@ -112,6 +114,7 @@ def _validation_error(exc: OpenApiValidationError) -> Response[str]:
 
 @app.exception_handler(IdempotencyValidationError)
 def _idempotency_mismatch(exc: IdempotencyValidationError) -> Response[str]:
+    _audit_refusal("CONFLICT", "Idempotency-Key reused with a different request")
     return _error(
         409,
         "CONFLICT",
@@ -201,7 +204,7 @@ def _audit_refusal(code: str, message: str) -> None:
 
 
 @lru_cache(maxsize=4)
-def _idempotent_start(table: str) -> Any:
+def _idempotent_start(table: str) -> tuple[Any, IdempotencyConfig]:
     """Build the idempotent intake once per container (and table): config is read on first use."""
     persistence = DynamoDBPersistenceLayer(table_name=table)
     config = IdempotencyConfig(
@@ -214,7 +217,7 @@ def _idempotent_start(table: str) -> Any:
     def start(command: dict[str, Any]) -> dict[str, Any]:
         return _start(command)
 
-    return start
+    return start, config
 
 
 def _start(command: dict[str, Any]) -> dict[str, Any]:
@@ -258,7 +261,9 @@ def restart_cluster(
     if key:
         command["idempotency_key"] = f"{principal.tenant_id}#{key[:200]}"
         command["fingerprint"] = {"cluster_id": cluster_id, "body": command["body"]}
-        data = _idempotent_start(get_dependencies().settings.idempotency_table)(command=command)
+        start, config = _idempotent_start(get_dependencies().settings.idempotency_table)
+        config.register_lambda_context(app.lambda_context)  # an in-progress record expires with this call
+        data = start(command=command)
     else:
         data = _start(command)
     accepted = RestartAcceptedData.model_validate(data)
