@@ -14,7 +14,10 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from restarter.client import DEFAULT_URL
 
 
 @dataclass
@@ -150,17 +153,249 @@ def run_demo(time_scale: float, as_json: bool) -> int:
     return 0 if ok else 1
 
 
+# ------------------------------------------------------------------ API clients
+
+TERMINAL = {"ready", "failed", "timed_out", "cancelled", "rolled_back"}
+EXIT_OK, EXIT_RESTART_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def _print_error(answer: Any) -> None:
+    error = answer.error
+    print(f"error {answer.status} {error.get('code')}: {error.get('message')}", file=sys.stderr)
+    details = error.get("details")
+    if details:
+        print(json.dumps(details, indent=2), file=sys.stderr)
+
+
+def _follow(client: Any, restart_id: str, as_json: bool, poll: float = 0.5) -> int:
+    """Show a progress bar until the restart ends; the exit code says how it ended."""
+    last = None
+    while True:
+        answer = client.restart_status(restart_id)
+        if not answer.ok:
+            _print_error(answer)
+            return EXIT_REFUSED
+        data = answer.body["data"]
+        progress = data["restart_progress"]
+        line = (progress["phase"], progress["percentage"], data["status"])
+        if line != last and not as_json:
+            print(_progress_line(progress, data["status"]))
+            last = line
+        if data["status"] in TERMINAL:
+            if as_json:
+                print(json.dumps(data, indent=2))
+            else:
+                _summary(data)
+            return EXIT_OK if data["status"] == "ready" else EXIT_RESTART_FAILED
+        time.sleep(poll)
+
+
+def _progress_line(progress: dict[str, Any], status: str) -> str:
+    percentage = int(progress["percentage"])
+    return f"[{_bar(percentage)}] {percentage:3d}%  {progress['phase']:<24} {status}"
+
+
+def _summary(data: dict[str, Any]) -> None:
+    print(f"restart {data['id']} of {data['cluster_id']}: {data['status']}")
+    if data.get("downtime_seconds") is not None:
+        print(f"  downtime {data['downtime_seconds']}s, duration {data['restart_duration_seconds']}s")
+    for change in data.get("configuration_changes") or []:
+        print(f"  applied {change}")
+    if data.get("error"):
+        print(f"  error in {data['error'].get('phase')}: {data['error'].get('message')}")
+    for note in data.get("rollback_notes") or []:
+        print(f"  note: {note}")
+
+
+def run_restart(args: argparse.Namespace) -> int:
+    from restarter.client import RestarterClient
+
+    body: dict[str, Any] = json.loads(Path(args.request).read_text()) if args.request else {}
+    for flag, field_name in (
+        ("force", "force"),
+        ("preserve_state", "preserve_state"),
+    ):
+        if getattr(args, flag):
+            body[field_name] = True
+    for flag, field_name in (
+        ("grace_period", "grace_period_minutes"),
+        ("timeout", "timeout_minutes"),
+        ("reason", "restart_reason"),
+    ):
+        if getattr(args, flag) is not None:
+            body[field_name] = getattr(args, flag)
+    client = RestarterClient(args.url, args.api_key)
+    answer = client.restart(args.cluster_id, body)
+    if not answer.ok:
+        if args.json:
+            print(json.dumps(answer.body, indent=2))
+        _print_error(answer)
+        return EXIT_REFUSED
+    data = answer.body["data"]
+    if not args.json:
+        print(
+            f"restart {data['restart_id']} of {data['id']} accepted ({data['restart_type']}),"
+            f" estimated completion {data['estimated_completion_time']}"
+        )
+        for change in data["configuration_updates"]["pending"]:
+            print(f"  pending {change}")
+    if args.wait:
+        return _follow(client, data["restart_id"], args.json)
+    if args.json:
+        print(json.dumps(answer.body, indent=2))
+    return EXIT_OK
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from restarter.client import RestarterClient
+
+    client = RestarterClient(args.url, args.api_key)
+    if args.watch:
+        return _follow(client, args.restart_id, args.json)
+    answer = client.restart_status(args.restart_id)
+    if not answer.ok:
+        _print_error(answer)
+        return EXIT_REFUSED
+    data = answer.body["data"]
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(_progress_line(data["restart_progress"], data["status"]))
+        _summary(data)
+    return EXIT_OK
+
+
+def run_clusters(args: argparse.Namespace) -> int:
+    from restarter.client import RestarterClient
+
+    answer = RestarterClient(args.url, args.api_key).clusters(args.status, args.label)
+    if not answer.ok:
+        _print_error(answer)
+        return EXIT_REFUSED
+    if args.json:
+        print(json.dumps(answer.body["data"], indent=2))
+        return EXIT_OK
+    print(f"{'cluster':<18} {'name':<22} {'status':<11} {'type':<16} {'n':>3} {'$/h':>9}")
+    for c in answer.body["data"]:
+        rate = f"{c['hourly_rate']:.2f}" if c.get("hourly_rate") is not None else "-"
+        shape = f"{c['instance_type']:<16} {c['instance_count']:>3}"
+        print(f"{c['id']:<18} {c['name']:<22} {c['status']:<11} {shape} {rate:>9}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ local runtime
+
+
+DEV_KEY = "rk_0123abcd_LocalDevOnly-NotASecret_0123456789abcdefXYZ"
+
+
+def run_invoke(args: argparse.Namespace) -> int:
+    """Like `sam local invoke`, on the embedded AWS: one event to one function, executions to the end."""
+    _quiet_logs()
+    from restarter.local.engine import LocalAws
+    from restarter.local.fleet_file import default_fleet_path, load_fleet, seed_fleet
+
+    try:
+        event = json.loads(Path(args.event).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read event {args.event}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    with LocalAws(time_scale=args.time_scale) as aws:
+        if args.function not in aws.registry.specs:
+            names = ", ".join(sorted(aws.registry.specs))
+            print(f"error: unknown function {args.function} (template.yaml has: {names})", file=sys.stderr)
+            return EXIT_REFUSED
+        assert aws.deps is not None
+        seed_fleet(aws, load_fleet(Path(args.fleet) if args.fleet else default_fleet_path()))
+        aws.api_keys.put_known_key(DEV_KEY, "default", ["read", "restart"], name="local-dev")
+        result, errored = aws.registry.invoke(args.function, event)
+        aws.wait_for_executions(timeout=args.wait_timeout)
+        restarts = []
+        for execution in aws.executions():
+            stored = aws.deps.restarts.get(execution["name"])
+            if stored:
+                restarts.append(stored[0].model_dump(mode="json", exclude={"phase_state"}))
+    print(
+        json.dumps(
+            {"function": args.function, "errored": errored, "result": result, "restarts": restarts},
+            indent=2,
+            default=str,
+        )
+    )
+    return EXIT_RESTART_FAILED if errored else EXIT_OK
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from restarter.local.server import main_serve
+
+    return int(
+        main_serve(args.host, args.port, Path(args.fleet) if args.fleet else None, args.time_scale, args.api_key)
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="restarter", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="restarter", description="Restart GPU clusters safely.")
     commands = parser.add_subparsers(dest="command", required=True)
+
     demo = commands.add_parser("demo", help="run restarts of each kind on the embedded AWS")
     demo.add_argument("--time-scale", type=float, default=300.0, help="simulated seconds per real second")
     demo.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    serve = commands.add_parser("serve", help="the REST API on loopback, over a simulated fleet")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--fleet", help="fleet file (YAML or JSON); default: the built-in fleet")
+    serve.add_argument("--time-scale", type=float, default=60.0, help="simulated seconds per real second")
+    serve.add_argument("--api-key", help="use this key (format rk_<8 hex>_<secret>) instead of a new one")
+
+    invoke = commands.add_parser("invoke", help="deliver an event to a function on the embedded AWS")
+    invoke.add_argument("function", help="logical ID in template.yaml, e.g. StartRestartFunction")
+    invoke.add_argument("-e", "--event", required=True, help="event JSON file (see events/)")
+    invoke.add_argument("--fleet", help="fleet file; default: the built-in fleet")
+    invoke.add_argument("--time-scale", type=float, default=600.0)
+    invoke.add_argument("--wait-timeout", type=float, default=120.0, help="real seconds to wait for executions")
+
+    for name, help_text in (
+        ("restart", "restart a cluster through the API"),
+        ("status", "show a restart's progress"),
+        ("clusters", "list clusters"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--url", help=f"API base URL (env RESTARTER_URL, default {DEFAULT_URL})")
+        sub.add_argument("--api-key", help="API key (env RESTARTER_API_KEY)")
+        sub.add_argument("--json", action="store_true", help="print JSON for scripts")
+        if name == "restart":
+            sub.add_argument("cluster_id")
+            sub.add_argument("--force", action="store_true")
+            sub.add_argument("--grace-period", type=int, help="minutes (0-30)")
+            sub.add_argument("--timeout", type=int, help="minutes (1-60)")
+            sub.add_argument("--reason")
+            sub.add_argument("--preserve-state", action="store_true")
+            sub.add_argument("--request", help="JSON file with the full request body")
+            sub.add_argument("--wait", action="store_true", help="show progress until the restart ends")
+        elif name == "status":
+            sub.add_argument("restart_id")
+            sub.add_argument("--watch", action="store_true", help="show progress until the restart ends")
+        else:
+            sub.add_argument("--status")
+            sub.add_argument("--label", help="key=value")
+
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return run_demo(args.time_scale, args.json)
-    parser.error(f"unknown command {args.command}")
-    return 2
+    from restarter.client import ApiUnavailableError
+
+    runners = {
+        "demo": lambda: run_demo(args.time_scale, args.json),
+        "serve": lambda: run_serve(args),
+        "invoke": lambda: run_invoke(args),
+        "restart": lambda: run_restart(args),
+        "status": lambda: run_status(args),
+        "clusters": lambda: run_clusters(args),
+    }
+    try:
+        return int(runners[args.command]())
+    except ApiUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 if __name__ == "__main__":

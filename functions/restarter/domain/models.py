@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from restarter.domain.inventory import VolumeView
+
 ClusterStatus = Literal["running", "stopped", "error", "starting", "stopping", "restarting"]
 RESTARTABLE_STATES: tuple[ClusterStatus, ...] = ("running", "stopped", "error")
 
@@ -149,6 +151,17 @@ class VolumeInfo(BaseModel):
     device_name: str
     size_gb: int
     is_root: bool = False
+
+    @classmethod
+    def from_view(cls, view: VolumeView) -> VolumeInfo:
+        """From what a provider describes (`inventory.VolumeView`)."""
+        return cls(
+            volume_id=view.volume_id,
+            instance_id=view.instance_id,
+            device_name=view.device_name,
+            size_gb=view.size_gb,
+            is_root=view.is_root,
+        )
 
 
 class ClusterSnapshot(BaseModel):

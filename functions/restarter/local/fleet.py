@@ -89,16 +89,7 @@ def seed_cluster(engine: LocalAws, spec: ClusterSpec) -> Cluster:
                 "ports": [p.model_dump() for p in spec.ports],
                 "running": spec.status == "running",
             }
-    volumes = [
-        VolumeInfo(
-            volume_id=v.volume_id,
-            instance_id=v.instance_id,
-            device_name=v.device_name,
-            size_gb=v.size_gb,
-            is_root=v.is_root,
-        )
-        for v in provider.describe_volumes(instance_ids)
-    ]
+    volumes = [VolumeInfo.from_view(v) for v in provider.describe_volumes(instance_ids)]
     now = format_time(engine.clock.now())
     region = engine.settings.region if engine.settings else "us-east-1"
     snapshots = [

@@ -535,16 +535,7 @@ class RestartRunner:
         return self.provider.describe_instances(cluster.instance_ids)
 
     def _volumes(self, cluster: Cluster) -> list[VolumeInfo]:
-        return [
-            VolumeInfo(
-                volume_id=v.volume_id,
-                instance_id=v.instance_id,
-                device_name=v.device_name,
-                size_gb=v.size_gb,
-                is_root=v.is_root,
-            )
-            for v in self.provider.describe_volumes(cluster.instance_ids)
-        ]
+        return [VolumeInfo.from_view(v) for v in self.provider.describe_volumes(cluster.instance_ids)]
 
     def _instances_ready(self, cluster: Cluster) -> bool:
         """Running, status checks passed, SSM agent online: ready to take commands."""
