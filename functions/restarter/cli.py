@@ -27,6 +27,7 @@ class DemoCase:
     request: dict[str, Any]
     expect: str
     faults: list[tuple[str, Any]] = field(default_factory=list)
+    via: str = "api"  # how the restart is asked for: the REST API, or the intake directly (`cli`)
 
 
 DEMO_CASES = [
@@ -47,6 +48,7 @@ DEMO_CASES = [
             "restart_reason": "Scale up for large model training",
         },
         "ready",
+        via="cli",
     ),
     DemoCase(
         "forced recovery with a checkpoint",
@@ -80,17 +82,39 @@ def _bar(percentage: int, width: int = 24) -> str:
     return "#" * filled + "-" * (width - filled)
 
 
+def _demo_start(aws: Any, gateway: Any, api_key: str, cluster_id: str, case: DemoCase) -> str:
+    """Ask for the restart the way the case says; returns the restart id."""
+    from restarter.domain.errors import RestarterError
+    from restarter.services.restart_intake import accept_restart
+
+    if case.via == "cli":
+        return accept_restart(aws.deps, cluster_id, case.request, trigger="cli", requested_by="demo").id
+    answer = gateway.handle(
+        "POST",
+        f"/v1/clusters/{cluster_id}/restart",
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        body=json.dumps({**case.request, "wait_for_ready": False}),
+    )
+    body = answer.json()
+    if not body.get("success"):
+        error = body.get("error", {})
+        raise RestarterError(str(error.get("message")), {"code": error.get("code")})
+    return str(body["data"]["restart_id"])
+
+
 def run_demo(time_scale: float, as_json: bool) -> int:
     _quiet_logs()
     from restarter.domain.errors import RestarterError
     from restarter.domain.models import PortMapping
     from restarter.local.engine import LocalAws
     from restarter.local.fleet import ClusterSpec, seed_cluster
-    from restarter.services.restart_intake import accept_restart
+    from restarter.local.gateway import LocalApiGateway
 
     results: list[dict[str, Any]] = []
     with LocalAws(time_scale=time_scale) as aws:
         assert aws.deps is not None
+        gateway = LocalApiGateway(aws)
+        api_key, _ = aws.api_keys.create_key("default", ["read", "restart"], name="demo", now=aws.clock.now())
         for case in DEMO_CASES:
             spec = ClusterSpec(
                 ports=[PortMapping(internal_port=8888, external_port=30888, description="Jupyter")],
@@ -106,13 +130,13 @@ def run_demo(time_scale: float, as_json: bool) -> int:
                 print(f"\n== {case.title}: {cluster.id} ({cluster.name}, {shape})")
             started = time.monotonic()
             try:
-                record = accept_restart(aws.deps, cluster.id, case.request, trigger="cli", requested_by="demo")
+                restart_id = _demo_start(aws, gateway, api_key, cluster.id, case)
             except RestarterError as exc:
-                results.append({"cluster_id": cluster.id, "expected": case.expect, "status": exc.code})
+                results.append({"cluster_id": cluster.id, "via": case.via, "expected": case.expect, "status": exc.code})
                 continue
             last = None
             while True:
-                stored = aws.deps.restarts.get(record.id)
+                stored = aws.deps.restarts.get(restart_id)
                 assert stored is not None
                 current = stored[0]
                 line = (current.progress.phase, current.progress.percentage, current.status)
@@ -125,10 +149,11 @@ def run_demo(time_scale: float, as_json: bool) -> int:
                 if current.is_terminal:
                     break
                 time.sleep(0.05)
-            aws.wait_for_execution(record.execution_arn or "")
+            aws.wait_for_execution(current.execution_arn or "")
             results.append(
                 {
                     "cluster_id": cluster.id,
+                    "via": case.via,
                     "restart_id": current.id,
                     "expected": case.expect,
                     "status": current.status,
@@ -142,11 +167,11 @@ def run_demo(time_scale: float, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"ok": ok, "results": results}, indent=2))
     else:
-        print("\ncluster          expected     got          downtime  duration  (simulated seconds)")
+        print("\n    cluster         via  expected     got          downtime  duration  (simulated seconds)")
         for r in results:
             mark = "ok " if r["status"] == r["expected"] else "BAD"
             print(
-                f"{mark} {r['cluster_id']:<14} {r['expected']:<12} {r['status']:<12} "
+                f"{mark} {r['cluster_id']:<15} {r['via']:<4} {r['expected']:<12} {r['status']:<12} "
                 f"{r.get('downtime_seconds') or 0:>8}  {r.get('restart_duration_seconds') or 0:>8}"
             )
         print("\nall restarts ended as expected" if ok else "\nSOME RESTARTS DID NOT END AS EXPECTED")

@@ -9,7 +9,9 @@ While a state is active:
 - ``DescribeInstanceStatus`` honours ``set_never_healthy``;
 - ``SendCommand`` refuses instances that are not running (``InvalidInstanceId``), answers
   ``Pending`` like AWS, and each instance's simulated SSM agent (``agent.py``) fills in the
-  invocations that ``GetCommandInvocation`` / ``ListCommandInvocations`` / ``ListCommands`` read.
+  invocations that ``GetCommandInvocation`` / ``ListCommandInvocations`` / ``ListCommands`` read;
+- with ``state.timings`` set (an ``InstanceTimings``; None by default), stop/start/reboot take
+  realistic, time-scaled durations and ``never_comes_back`` strands an instance (``timing.py``).
 
 Always present once installed, active state or not (moto lacks or gets them wrong):
 ``ListCommandInvocations``, ``DescribeInstanceInformation``, ``CreateReplaceRootVolumeTask``,
@@ -21,11 +23,12 @@ removes every patch.
 
 from __future__ import annotations
 
-from . import _runtime, ec2_ext, ssm_ext, throttling
+from . import _runtime, ec2_ext, ssm_ext, throttling, timing
 from ._runtime import active_state, set_active_state
 from .agent import ARGS_MARKER, CONTAINER_NAME, OP_MARKER, parse_markers
 from .data import default_fatal_xid_line, nvidia_smi_name, xid_line, xid_samples
 from .state import AgentCommand, CommandFault, ContainerState, SimulatedAgentState, ThrottleRefusal
+from .timing import InstanceTimings
 
 __all__ = [
     "ARGS_MARKER",
@@ -34,6 +37,7 @@ __all__ = [
     "AgentCommand",
     "CommandFault",
     "ContainerState",
+    "InstanceTimings",
     "SimulatedAgentState",
     "ThrottleRefusal",
     "active_state",
@@ -56,6 +60,7 @@ def install_extensions(fleet: SimulatedAgentState) -> None:
                 throttling.install()
                 ssm_ext.install()
                 ec2_ext.install()
+                timing.install()
             except BaseException:
                 _runtime.unpatch_all()
                 raise

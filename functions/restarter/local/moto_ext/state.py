@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .data import default_fatal_xid_line
+
+if TYPE_CHECKING:  # timing.py patches moto and imports this module
+    from .timing import InstanceTimings, Phase, Transition
 
 
 class ContainerState(TypedDict):
@@ -62,6 +66,9 @@ class SimulatedAgentState:
     plain and thread-safe; ``install_extensions(state)`` makes it the one the patched moto
     consults. Tests read ``calls``, ``last_requests``, ``throttled_calls``, ``containers`` and
     ``command_log``.
+
+    ``timings`` (an ``InstanceTimings``, see ``timing.py``) makes stop/start/reboot take
+    realistic, time-scaled durations; None (the default) keeps moto's instant transitions.
     """
 
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -69,6 +76,7 @@ class SimulatedAgentState:
     throttled_calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     containers: dict[str, ContainerState] = field(default_factory=dict)
     command_log: list[AgentCommand] = field(default_factory=list)
+    timings: InstanceTimings | None = None
     _throttles: dict[tuple[str, str], _Throttle] = field(default_factory=dict, repr=False)
     _never_healthy: set[str] = field(default_factory=set, repr=False)
     _agent_offline: set[str] = field(default_factory=set, repr=False)
@@ -76,6 +84,8 @@ class SimulatedAgentState:
     _xids: dict[str, list[str]] = field(default_factory=dict, repr=False)
     _closed_ports: dict[str, set[tuple[str, int]]] = field(default_factory=dict, repr=False)
     _last_ping: dict[str, Any] = field(default_factory=dict, repr=False)
+    _transitions: dict[str, Transition] = field(default_factory=dict, repr=False)
+    _never_comes_back: set[str] = field(default_factory=set, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # -- API throttling ------------------------------------------------------------------------
@@ -124,6 +134,55 @@ class SimulatedAgentState:
         with self._lock:
             return instance_id in self._never_healthy
 
+    # -- instance transitions (timing.py) -------------------------------------------------------
+
+    def never_comes_back(self, instance_id: str) -> None:
+        """From now on every start of this instance stays ``pending`` forever and every reboot
+        ends with status checks ``impaired`` (agent offline), until ``clear_never_comes_back``."""
+        with self._lock:
+            self._never_comes_back.add(instance_id)
+
+    def clear_never_comes_back(self, instance_id: str) -> None:
+        """Later transitions end normally (one already stuck stays stuck until the next action)."""
+        with self._lock:
+            self._never_comes_back.discard(instance_id)
+
+    def is_never_coming_back(self, instance_id: str) -> bool:
+        with self._lock:
+            return instance_id in self._never_comes_back
+
+    def locked(self) -> threading.RLock:
+        """The state's lock, for a read-modify-write of an instance and its transition."""
+        return self._lock
+
+    def set_transition(self, instance_id: str, transition: Transition | None) -> None:
+        with self._lock:
+            if transition is None:
+                self._transitions.pop(instance_id, None)
+            else:
+                self._transitions[instance_id] = transition
+
+    def clear_transition(self, instance_id: str) -> None:
+        self.set_transition(instance_id, None)
+
+    def transition(self, instance_id: str) -> Transition | None:
+        """The instance's transition while it runs (None once over)."""
+        with self._lock:
+            return self._transitions.get(instance_id) if self.transition_phase(instance_id) else None
+
+    def transition_phase(self, instance_id: str) -> Phase | None:
+        """What the instance shows now, if a transition is running (a finished one is dropped)."""
+        if not self._transitions:
+            return None
+        with self._lock:
+            transition = self._transitions.get(instance_id)
+            if transition is None:
+                return None
+            phase = transition.phase_at(time.monotonic())
+            if phase is None:
+                del self._transitions[instance_id]
+            return phase
+
     # -- SSM agent -----------------------------------------------------------------------------
 
     def set_agent_offline(self, instance_id: str, offline: bool = True) -> None:
@@ -135,8 +194,12 @@ class SimulatedAgentState:
                 self._agent_offline.discard(instance_id)
 
     def is_agent_offline(self, instance_id: str) -> bool:
+        """Offline by ``set_agent_offline``, or while a transition (reboot, stop, boot) runs."""
         with self._lock:
-            return instance_id in self._agent_offline
+            if instance_id in self._agent_offline:
+                return True
+            phase = self.transition_phase(instance_id)
+            return phase is not None and phase.agent_offline
 
     def fail_command(
         self,
@@ -224,7 +287,8 @@ class SimulatedAgentState:
             return self._last_ping.setdefault(instance_id, now)
 
     def reset(self) -> None:
-        """Forget every fault, counter, container and log entry."""
+        """Forget every fault, counter, container, log entry and running transition (instances
+        show moto's own state again); ``timings`` stays."""
         with self._lock:
             self.calls.clear()
             self.last_requests.clear()
@@ -238,3 +302,5 @@ class SimulatedAgentState:
             self._xids.clear()
             self._closed_ports.clear()
             self._last_ping.clear()
+            self._transitions.clear()
+            self._never_comes_back.clear()
