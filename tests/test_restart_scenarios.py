@@ -560,3 +560,32 @@ def test_abandon_records_the_failure_and_releases_the_lock(aws: LocalAws, seed: 
     assert outcome.record.status == "failed"
     assert outcome.lock_holder is None
     assert outcome.cluster.status == "error"
+
+
+# ---------------------------------------------------------------- with realistic instance timings
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"force": True}, {"update_configuration": {"cpu_cores": 16}, "preserve_state": True}],
+    ids=["graceful", "force", "resize-with-checkpoint"],
+)
+def test_restarts_wait_out_real_instance_transitions(body: dict[str, Any]) -> None:
+    """Instances really pass through stopping/stopped/pending/running and boot for minutes;
+    the poll loops wait them out and the recorded downtime covers them."""
+    from tests.conftest import read_outcome
+
+    from restarter.local.fleet import ClusterSpec, seed_cluster
+
+    with LocalAws(time_scale=1200, realistic=True) as engine:
+        assert engine.deps is not None
+        cluster = seed_cluster(engine, ClusterSpec(id="cluster_real", name="real", instance_type="g5.xlarge"))
+        from restarter.services.restart_intake import accept_restart
+
+        accepted = accept_restart(engine.deps, cluster.id, body, trigger="cli", requested_by="tests")
+        outcome = read_outcome(engine, accepted.id, engine.wait_for_execution(accepted.execution_arn or "", 120))
+
+    assert outcome.record.status == "ready", outcome.record.error
+    assert outcome.lock_holder is None
+    # a reboot or a stop/start takes minutes (the vendor guide: 3-5 minutes), never zero
+    assert outcome.record.downtime_seconds is not None and outcome.record.downtime_seconds >= 180

@@ -111,7 +111,7 @@ def run_demo(time_scale: float, as_json: bool) -> int:
     from restarter.local.gateway import LocalApiGateway
 
     results: list[dict[str, Any]] = []
-    with LocalAws(time_scale=time_scale) as aws:
+    with LocalAws(time_scale=time_scale, realistic=True) as aws:
         assert aws.deps is not None
         gateway = LocalApiGateway(aws)
         api_key, _ = aws.api_keys.create_key("default", ["read", "restart"], name="demo", now=aws.clock.now())

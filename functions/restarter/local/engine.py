@@ -27,7 +27,7 @@ import boto3
 import yaml
 from moto import mock_aws
 
-from restarter.local.moto_ext import SimulatedAgentState, install_extensions
+from restarter.local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions
 from restarter.services.dependencies import Dependencies, build_dependencies, use_dependencies
 from restarter.settings import Settings
 
@@ -238,11 +238,15 @@ def _install_step_functions_shims() -> None:
 class LocalAws:
     """The whole system on moto. Use as a context manager, or start()/stop()."""
 
-    def __init__(self, time_scale: float = 600.0, template: Path = TEMPLATE) -> None:
+    def __init__(self, time_scale: float = 600.0, template: Path = TEMPLATE, *, realistic: bool = False) -> None:
+        """`realistic` gives instances the time-scaled stop/start/reboot durations of a real fleet;
+        without it moto's transitions are instant (what most tests want)."""
         self.time_scale = time_scale
         self.template = load_template(template)
         self.clock = ScaledClock(time_scale)
         self.agent = SimulatedAgentState()
+        if realistic:
+            self.agent.timings = InstanceTimings(time_scale=time_scale)
         self.registry = FunctionRegistry(function_specs(self.template))
         self._mock: Any = None
         self.settings: Settings | None = None
