@@ -251,6 +251,7 @@ class LocalAws:
         self._mock: Any = None
         self.settings: Settings | None = None
         self.environment: dict[str, str] = {}
+        self._image_id: str | None = None
         self.deps: Dependencies | None = None
 
     # --------------------------------------------------------------- lifecycle
@@ -308,6 +309,12 @@ class LocalAws:
             self._mock = None
 
     # --------------------------------------------------------------- clients
+    def default_image_id(self) -> str:
+        """An AMI for simulated instances, looked up once (moto lists ~1,300 of them)."""
+        if self._image_id is None:
+            self._image_id = str(self.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
+        return self._image_id
+
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
 

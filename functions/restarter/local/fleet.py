@@ -46,7 +46,7 @@ class ClusterSpec(BaseModel):
 def seed_cluster(engine: LocalAws, spec: ClusterSpec) -> Cluster:
     assert engine.deps is not None
     ec2 = engine.client("ec2")
-    image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    image_id = engine.default_image_id()
     block_devices: list[dict[str, Any]] = [
         {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": spec.root_volume_gb, "VolumeType": "gp3"}}
     ]

@@ -75,23 +75,12 @@ class RestartRunner:
         record, version = self._load(restart_id)
         cluster = self._cluster(record)
         now = self.deps.clock.now()
-        if now > parse_time(record.deadline):
-            raise RestartTimedOutError(
-                f"Restart exceeded its timeout of {record.request.get('timeout_minutes', 15)} minutes",
-                {"phase": record.progress.phase, "deadline": record.deadline},
-            )
-        if record.cancel_requested_at:
-            raise RestartCancelledError(
-                f"Restart cancelled by {record.cancel_requested_by or 'a user'}",
-                {"phase": record.progress.phase, "cancel_requested_at": record.cancel_requested_at},
-            )
         if attempt == 0:
             self._enter_phase(record, phase, now)
-        if attempt >= max_polls(int(record.request.get("timeout_minutes", 15))):
-            raise PhaseFailedError(f"Phase {phase} did not finish", {"phase": phase, "polls": attempt})
-
         state = record.phase_state.setdefault(phase, {})
         try:
+            if phase != "ready":  # once health checks passed, the restart is done: no timeout, no cancel
+                self._check_limits(record, phase, attempt, now)
             done = PHASES[phase](self, record, cluster, state, attempt)
         except RestarterError as exc:
             # Keep what went wrong (and what had already changed) for cleanup to report.
@@ -110,6 +99,22 @@ class RestartRunner:
         if phase == "ready" and done:
             self._release(record)
         return result
+
+    @staticmethod
+    def _check_limits(record: RestartRecord, phase: Phase, attempt: int, now: datetime) -> None:
+        """The deadline, a cancellation, and a bound on polls even if the clock misbehaves."""
+        if now > parse_time(record.deadline):
+            raise RestartTimedOutError(
+                f"Restart exceeded its timeout of {record.request.get('timeout_minutes', 15)} minutes",
+                {"phase": phase, "deadline": record.deadline},
+            )
+        if record.cancel_requested_at:
+            raise RestartCancelledError(
+                f"Restart cancelled by {record.cancel_requested_by or 'a user'}",
+                {"phase": phase, "cancel_requested_at": record.cancel_requested_at},
+            )
+        if attempt >= max_polls(int(record.request.get("timeout_minutes", 15))):
+            raise PhaseFailedError(f"Phase {phase} did not finish", {"phase": phase, "polls": attempt})
 
     def cleanup(self, restart_id: str, error: dict[str, Any], attempt: int) -> StepResult:
         """Roll back what this restart changed, record the failure, release the lock."""
