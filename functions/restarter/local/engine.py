@@ -44,7 +44,8 @@ class ScaledClock:
     by the full length of every Wait state and retry backoff it goes through, while it sleeps
     only `1/scale` of it. So durations, deadlines and timeouts come out the same whatever the
     machine's load, and concurrent restarts do not add up each other's waits. Code that runs
-    for a restart (the step Lambda) reads that restart's clock; anything else reads real time.
+    for a restart (the step Lambda) reads that restart's clock; anything else reads the
+    frontier, the furthest any restart has got.
     """
 
     def __init__(self, scale: float) -> None:
@@ -52,18 +53,27 @@ class ScaledClock:
         self._origin = datetime.now(UTC)
         self._start = time.monotonic()
         self._offsets: dict[str, float] = {}
+        self._frontier = 0.0
         self._bound = threading.local()
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
-        key = getattr(self._bound, "key", None)
-        offset = self._offsets.get(key, 0.0) if key else 0.0
+        with self._lock:
+            offset = self._offset(getattr(self._bound, "key", None))
         return self._origin + timedelta(seconds=time.monotonic() - self._start + offset)
+
+    def _offset(self, key: str | None) -> float:
+        """A restart's own offset; a new restart starts at the frontier, which is also what
+        everything outside a restart reads, so time never runs backwards for an observer."""
+        if key is None:
+            return self._frontier
+        return self._offsets.setdefault(key, self._frontier)
 
     def advance(self, key: str | None, seconds: float) -> None:
         if key and seconds > 0:
             with self._lock:
-                self._offsets[key] = self._offsets.get(key, 0.0) + seconds
+                self._offsets[key] = self._offset(key) + seconds
+                self._frontier = max(self._frontier, self._offsets[key])
 
     def sleep(self, key: str | None, seconds: float) -> None:
         """Spend `seconds` of simulated time: sleep 1/scale of it, count all of it."""
