@@ -393,3 +393,18 @@ def test_given_a_close_port_fault_in_the_fleet_file_when_a_deploy_restart_runs_t
     assert server.engine is None
     with pytest.raises(requests.ConnectionError):
         requests.get(docs_url, timeout=2)
+
+
+def test_a_fleet_file_sets_instance_timings(tmp_path: Path) -> None:
+    from restarter.local.fleet_file import instance_timings, load_fleet
+
+    path = tmp_path / "fleet.yaml"
+    cluster = "clusters:\n  - {id: cluster_t1, name: t1, instance_type: g5.xlarge}\n"
+    path.write_text(cluster + "timings:\n  reboot: [240, 360]\n  jitter: 7\n")
+    timings = instance_timings(load_fleet(path), 600)
+    assert (timings.reboot, timings.jitter, timings.time_scale) == ((240.0, 360.0), 7, 600)
+    assert timings.stop == (20.0, 60.0)  # the simulator's default for what the file leaves out
+
+    path.write_text("clusters:\n  - {id: cluster_t1, name: t1}\ntimings:\n  reboot: [360, 240]\n")
+    with pytest.raises(FleetFileError, match="timings"):
+        instance_timings(load_fleet(path), 600)

@@ -26,6 +26,7 @@ from restarter.domain.errors import RestarterError
 from restarter.domain.models import SNAPSHOT_ID_PATTERN, Cluster, PortMapping
 from restarter.local.engine import LocalAws
 from restarter.local.fleet import ClusterSpec, seed_cluster
+from restarter.local.moto_ext import InstanceTimings
 
 # The API's path rule for cluster ids (restarter.handlers.api.CLUSTER_ID): a cluster the API
 # cannot name would be unreachable.
@@ -237,3 +238,13 @@ def _path(loc: tuple[int | str, ...]) -> str:
         else:
             text += f".{part}" if text else part
     return text
+
+
+def instance_timings(fleet: FleetFile, time_scale: float) -> InstanceTimings:
+    """The fleet's instance timings (the simulator's defaults for what it leaves out)."""
+    given = dict(fleet.timings or {})
+    try:
+        ranges = {k: tuple(float(x) for x in v) for k, v in given.items() if k != "jitter"}
+        return InstanceTimings(**ranges, jitter=int(given.get("jitter", 0)), time_scale=time_scale)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise FleetFileError(f"fleet file {fleet.source}: timings: {exc}") from exc

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from restarter.domain.auth import split_key
 from restarter.domain.models import Cluster
 from restarter.local.engine import LocalAws
-from restarter.local.fleet_file import FleetFile, FleetFileError, load_fleet, seed_fleet
+from restarter.local.fleet_file import FleetFile, FleetFileError, instance_timings, load_fleet, seed_fleet
 from restarter.local.gateway import STAGE, GatewayResponse, LocalApiGateway
 
 DEFAULT_HOST = "127.0.0.1"
@@ -306,6 +306,8 @@ class LocalServer:
         self._bound_port = int(self._httpd.server_address[1])
         try:
             self.engine = LocalAws(time_scale=self.time_scale)
+            # instances take time to stop, start and reboot, as a real fleet's do
+            self.engine.agent.timings = instance_timings(self.fleet, self.time_scale)
             self.engine.start()
             self.clusters = seed_fleet(self.engine, self.fleet)
             self._api_key = self._install_key(self.engine)
