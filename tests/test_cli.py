@@ -1,0 +1,126 @@
+"""The `restarter` API client commands against `restarter serve`: exit codes and JSON output.
+
+(`invoke` and `demo` start their own embedded AWS: they are in test_cli_local.py, because
+one process runs one embedded AWS at a time.)
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from restarter.cli import main
+from restarter.local.server import LocalServer
+
+FLEET = """
+clusters:
+  - {id: cluster_abc123, name: ml-training-cluster, instance_type: g5.xlarge, instance_count: 2,
+     ports: [{internal_port: 8888, external_port: 30888}]}
+  - {id: cluster_bad001, name: eval-cluster, instance_type: g5.xlarge,
+     ports: [{internal_port: 8888, external_port: 30888}]}
+faults:
+  - {kind: close_port, cluster_id: cluster_bad001, port: 8888}
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    fleet = tmp_path_factory.mktemp("fleet") / "fleet.yaml"
+    fleet.write_text(FLEET)
+    with LocalServer(port=0, fleet=fleet, time_scale=600) as running:
+        yield running
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def api_args(server: LocalServer) -> list[str]:
+    return ["--url", server.base_url, "--api-key", server.api_key]
+
+
+def test_clusters_lists_the_fleet_as_json(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "clusters", *api_args(server), "--json")
+    assert code == 0
+    assert [c["id"] for c in json.loads(out)] == ["cluster_abc123", "cluster_bad001"]
+
+
+def test_clusters_prints_a_table(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "clusters", *api_args(server), "--status", "running")
+    assert code == 0
+    assert "ml-training-cluster" in out and "g5.xlarge" in out
+
+
+def test_restart_with_wait_follows_progress_to_ready(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "restart", "cluster_abc123", *api_args(server), "--reason", "cli test", "--wait")
+    assert code == 0, out
+    assert "accepted (graceful)" in out
+    assert "100%  ready" in out
+    assert "ready" in out.splitlines()[-2] or "downtime" in out
+
+
+def test_restart_json_then_status_watch(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "restart", "cluster_abc123", *api_args(server), "--force", "--json")
+    assert code == 0
+    restart_id = json.loads(out)["data"]["restart_id"]
+
+    code, out, _ = run(capsys, "status", restart_id, *api_args(server), "--watch", "--json")
+
+    assert code == 0
+    final = json.loads(out)
+    assert (final["id"], final["status"], final["restart_type"]) == (restart_id, "ready", "force")
+
+
+def test_a_restart_that_ends_rolled_back_exits_1(
+    server: LocalServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    request = tmp_path / "deploy.json"
+    request.write_text(json.dumps({"update_docker_image": "tensorone/pytorch:2.3", "restart_reason": "deploy"}))
+
+    code, out, _ = run(capsys, "restart", "cluster_bad001", *api_args(server), "--request", str(request), "--wait")
+
+    assert code == 1
+    assert "rolled_back" in out
+    assert "error in health_checks: Health checks failed" in out
+
+
+def test_a_refused_request_exits_2_with_the_error(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "restart", "cluster_abc123", *api_args(server), "--timeout", "99")
+    assert code == 2
+    assert "400 VALIDATION_ERROR" in err and "timeout_minutes" in err
+
+
+def test_a_bad_key_exits_2_unauthorized(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "clusters", "--url", server.base_url, "--api-key", "rk_00000000_wrong")
+    assert code == 2
+    assert "401 UNAUTHORIZED" in err
+
+
+def test_an_unknown_restart_exits_2_not_found(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "status", "rst_0000000000000000", *api_args(server))
+    assert code == 2
+    assert "404 NOT_FOUND" in err
+
+
+def test_an_unreachable_api_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, _, err = run(capsys, "clusters", "--url", f"http://127.0.0.1:{port}/v1", "--api-key", "k")
+    assert code == 3
+    assert "cannot reach" in err
+
+
+def test_environment_variables_configure_the_client(
+    server: LocalServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RESTARTER_URL", server.base_url)
+    monkeypatch.setenv("RESTARTER_API_KEY", server.api_key)
+    code, out, _ = run(capsys, "clusters", "--json")
+    assert code == 0 and len(json.loads(out)) == 2

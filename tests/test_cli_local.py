@@ -1,0 +1,69 @@
+"""`restarter invoke` (like `sam local invoke`, on the embedded AWS) and `restarter demo`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from tests.conftest import EVENTS
+
+from restarter.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def invoke(capsys: pytest.CaptureFixture[str], function: str, event: str) -> tuple[int, dict[str, Any]]:
+    code, out, _ = run(capsys, "invoke", function, "-e", str(EVENTS / event))
+    return code, json.loads(out)
+
+
+def test_invoke_start_restart_runs_the_execution_to_its_end(capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = invoke(capsys, "StartRestartFunction", "start_restart_basic.json")
+    assert code == 0
+    assert output["result"]["success"] is True
+    [restart] = output["restarts"]
+    assert (restart["cluster_id"], restart["status"]) == ("cluster_abc123", "ready")
+
+
+def test_invoke_the_api_function_with_a_proxy_event(capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = invoke(capsys, "ApiFunction", "api_restart_basic.json")
+    assert code == 0
+    assert output["result"]["statusCode"] == 200
+    assert output["restarts"][0]["status"] == "ready"
+
+
+def test_invoke_the_authorizer_with_the_sample_token(capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = invoke(capsys, "ApiKeyAuthorizerFunction", "authorizer_token.json")
+    assert code == 0
+    assert output["result"]["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    code, output = invoke(capsys, "ApiKeyAuthorizerFunction", "authorizer_token_bad.json")
+    assert code == 1
+    assert output["result"] == {"errorType": "Exception", "errorMessage": "Unauthorized"}
+
+
+def test_invoke_the_step_function_reports_its_error_like_lambda(capsys: pytest.CaptureFixture[str]) -> None:
+    # the sample names a restart that does not exist on a fresh embedded AWS
+    code, output = invoke(capsys, "RestartStepFunction", "restart_step_advance.json")
+    assert code == 1
+    assert output["errored"] is True
+    assert output["result"]["errorType"] == "PhaseFailedError"
+
+
+def test_invoke_an_unknown_function_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "invoke", "NoSuchFunction", "-e", str(EVENTS / "start_restart_basic.json"))
+    assert code == 2
+    assert "unknown function NoSuchFunction" in err
+
+
+def test_demo_runs_every_kind_and_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "demo", "--json", "--time-scale", "1200")
+    assert code == 0
+    report = json.loads(out)
+    assert report["ok"] is True
+    assert {r["status"] for r in report["results"]} == {"ready", "rolled_back"}
+    assert {r["via"] for r in report["results"]} == {"api", "cli"}
