@@ -124,3 +124,39 @@ def test_environment_variables_configure_the_client(
     monkeypatch.setenv("RESTARTER_API_KEY", server.api_key)
     code, out, _ = run(capsys, "clusters", "--json")
     assert code == 0 and len(json.loads(out)) == 2
+
+
+def test_a_fault_injected_into_a_running_server_makes_the_next_restart_fail(
+    server: LocalServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "fault",
+        "fail_command",
+        *api_args(server),
+        "--cluster-id",
+        "cluster_abc123",
+        "--op",
+        "start_services",
+        "--times",
+        "1",
+    )
+    assert code == 0 and out.strip() == "injected fail_command"
+
+    code, out, _ = run(capsys, "restart", "cluster_abc123", *api_args(server), "--force", "--wait")
+
+    assert code == 1
+    assert "error in starting_services: Starting services failed" in out
+
+
+def test_a_fault_naming_no_instance_is_refused(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "fault", "xid", *api_args(server), "--cluster-id", "cluster_nope")
+    assert code == 2
+    assert "VALIDATION_ERROR" in err and "cluster_nope" in err
+
+
+def test_the_fault_command_needs_the_servers_key(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "fault", "xid", "--url", server.base_url, "--api-key", "nope", "--cluster-id", "cluster_abc123"
+    )
+    assert code == 2 and "401" in err

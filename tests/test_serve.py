@@ -408,3 +408,25 @@ def test_a_fleet_file_sets_instance_timings(tmp_path: Path) -> None:
     path.write_text("clusters:\n  - {id: cluster_t1, name: t1}\ntimings:\n  reboot: [360, 240]\n")
     with pytest.raises(FleetFileError, match="timings"):
         instance_timings(load_fleet(path), 600)
+
+
+def test_fleet_clusters_can_have_fixed_instance_ids_for_sample_events(tmp_path: Path) -> None:
+    from restarter.local.engine import LocalAws
+    from restarter.local.fleet_file import load_fleet, seed_fleet
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        "clusters:\n  - {id: cluster_alarm, name: a, instance_type: g5.xlarge, instance_ids: [i-12345678901234567]}\n"
+    )
+    with LocalAws() as engine:
+        [cluster] = seed_fleet(engine, load_fleet(path))
+        described = engine.client("ec2").describe_instances(InstanceIds=["i-12345678901234567"])
+    assert cluster.instance_ids == ["i-12345678901234567"]
+    assert described["Reservations"][0]["Instances"][0]["Tags"][0] == {
+        "Key": "restarter:cluster",
+        "Value": "cluster_alarm",
+    }
+
+    path.write_text("clusters:\n  - {id: c, name: a, instance_count: 2, instance_ids: [i-12345678901234567]}\n")
+    with pytest.raises(FleetFileError, match="instance_ids"):
+        load_fleet(path)

@@ -350,6 +350,34 @@ def run_invoke(args: argparse.Namespace) -> int:
     return EXIT_RESTART_FAILED if errored else EXIT_OK
 
 
+def run_fault(args: argparse.Namespace) -> int:
+    """Inject a fault into a running `restarter serve` (local only)."""
+    from restarter.client import RestarterClient
+
+    client = RestarterClient(args.url, args.api_key)
+    client.url = client.url.removesuffix("/v1")
+    fault = {
+        k: v
+        for k, v in {
+            "kind": args.kind,
+            "cluster_id": args.cluster_id,
+            "instance": args.instance,
+            "port": args.port,
+            "op": args.op,
+            "service": args.service,
+            "action": args.action,
+            "times": args.times,
+        }.items()
+        if v is not None
+    }
+    answer = client.request("POST", "/local/faults", fault)
+    if not answer.ok:
+        _print_error(answer)
+        return EXIT_REFUSED
+    print(json.dumps(answer.body["data"]) if args.json else f"injected {args.kind}")
+    return EXIT_OK
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from restarter.local.server import main_serve
 
@@ -381,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     invoke.add_argument("--wait-timeout", type=float, default=120.0, help="real seconds to wait for executions")
 
     for name, help_text in (
+        ("fault", "inject a fault into a running `restarter serve` (local only)"),
         ("restart", "restart a cluster through the API"),
         ("status", "show a restart's progress"),
         ("clusters", "list clusters"),
@@ -398,6 +427,26 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--preserve-state", action="store_true")
             sub.add_argument("--request", help="JSON file with the full request body")
             sub.add_argument("--wait", action="store_true", help="show progress until the restart ends")
+        elif name == "fault":
+            sub.add_argument(
+                "kind",
+                choices=[
+                    "never_healthy",
+                    "never_comes_back",
+                    "close_port",
+                    "fail_command",
+                    "xid",
+                    "throttle",
+                    "agent_offline",
+                ],
+            )
+            sub.add_argument("--cluster-id")
+            sub.add_argument("--instance", type=int, help="index of the instance in the cluster (default 0)")
+            sub.add_argument("--port", type=int, help="internal port, for close_port")
+            sub.add_argument("--op", help="command op, for fail_command (e.g. start_services)")
+            sub.add_argument("--service", help="for throttle: ec2, ssm, ...")
+            sub.add_argument("--action", help="for throttle: e.g. RebootInstances")
+            sub.add_argument("--times", type=int)
         elif name == "status":
             sub.add_argument("restart_id")
             sub.add_argument("--watch", action="store_true", help="show progress until the restart ends")
@@ -412,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo": lambda: run_demo(args.time_scale, args.json),
         "serve": lambda: run_serve(args),
         "invoke": lambda: run_invoke(args),
+        "fault": lambda: run_fault(args),
         "restart": lambda: run_restart(args),
         "status": lambda: run_status(args),
         "clusters": lambda: run_clusters(args),

@@ -5,10 +5,12 @@ cluster record. Clusters are described by `ClusterSpec` (fleet files use the sam
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from restarter.adapters.provider import Provider
 from restarter.domain.cost import cluster_hourly_rate, load_price_catalog
@@ -41,6 +43,31 @@ class ClusterSpec(BaseModel):
     hourly_rate: float | None = None
     # ids of checkpoints that already exist (e.g. the seed's `snap_xyz789`), oldest first
     checkpoints: list[str] = Field(default_factory=list)
+    # fixed EC2 instance ids, so that sample events (alarms, EC2 state changes) can name them
+    instance_ids: list[Annotated[str, StringConstraints(pattern=r"^i-[0-9a-f]{8,17}$")]] | None = None
+
+    @model_validator(mode="after")
+    def _one_id_per_instance(self) -> ClusterSpec:
+        if self.instance_ids is not None and len(self.instance_ids) != self.instance_count:
+            raise ValueError("instance_ids must name every instance (as many as instance_count)")
+        return self
+
+
+@contextmanager
+def _fixed_instance_ids(ids: list[str] | None) -> Iterator[None]:
+    """Make moto give the next instances these ids instead of random ones."""
+    if not ids:
+        yield
+        return
+    from moto.ec2.models import instances
+
+    taken = iter(ids)
+    original = instances.random_instance_id  # type: ignore[attr-defined]
+    instances.random_instance_id = lambda: next(taken)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        instances.random_instance_id = original  # type: ignore[attr-defined]
 
 
 def seed_cluster(engine: LocalAws, spec: ClusterSpec) -> Cluster:
@@ -59,17 +86,18 @@ def seed_cluster(engine: LocalAws, spec: ClusterSpec) -> Cluster:
         {"Key": "Name", "Value": spec.name},
         *({"Key": k, "Value": v} for k, v in spec.labels.items()),
     ]
-    reservation = ec2.run_instances(
-        ImageId=image_id,
-        InstanceType=spec.instance_type,
-        MinCount=spec.instance_count,
-        MaxCount=spec.instance_count,
-        BlockDeviceMappings=block_devices,
-        TagSpecifications=[
-            {"ResourceType": "instance", "Tags": tags},
-            {"ResourceType": "volume", "Tags": tags[:1]},
-        ],
-    )
+    with _fixed_instance_ids(spec.instance_ids):
+        reservation = ec2.run_instances(
+            ImageId=image_id,
+            InstanceType=spec.instance_type,
+            MinCount=spec.instance_count,
+            MaxCount=spec.instance_count,
+            BlockDeviceMappings=block_devices,
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": tags},
+                {"ResourceType": "volume", "Tags": tags[:1]},
+            ],
+        )
     instance_ids = [i["InstanceId"] for i in reservation["Instances"]]
     if spec.status == "stopped":
         ec2.stop_instances(InstanceIds=instance_ids)

@@ -32,7 +32,9 @@ from restarter.local.moto_ext import InstanceTimings
 # cannot name would be unreachable.
 CLUSTER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
-FaultKind = Literal["never_healthy", "close_port", "fail_command", "xid", "throttle", "agent_offline"]
+FaultKind = Literal[
+    "never_healthy", "never_comes_back", "close_port", "fail_command", "xid", "throttle", "agent_offline"
+]
 
 
 class FleetFileError(ValueError):
@@ -182,31 +184,38 @@ def seed_fleet(engine: LocalAws, fleet: FleetFile) -> list[Cluster]:
 def apply_faults(engine: LocalAws, fleet: FleetFile, clusters: list[Cluster]) -> None:
     """Inject the fleet's faults into the simulated fleet (`engine.agent`)."""
     by_id = {c.id: c for c in clusters}
-    agent = engine.agent
     for index, fault in enumerate(fleet.faults):
-        if fault.kind == "throttle":
-            assert fault.service is not None and fault.action is not None
-            agent.throttle(fault.service, fault.action, fault.times or 1)
-            continue
-        cluster = by_id.get(fault.cluster_id or "")
-        if cluster is None or fault.instance >= len(cluster.instance_ids):
-            raise FleetFileError(
-                f"fleet file {fleet.source}: faults[{index}]: no instance {fault.instance} "
-                f"in cluster {fault.cluster_id!r}"
-            )
-        instance_id = cluster.instance_ids[fault.instance]
-        if fault.kind == "never_healthy":
-            agent.set_never_healthy(instance_id)
-        elif fault.kind == "close_port":
-            assert fault.port is not None
-            agent.close_port(instance_id, fault.port)
-        elif fault.kind == "fail_command":
-            assert fault.op is not None
-            agent.fail_command(instance_id, fault.op, fault.stderr or "simulated failure", fault.times)
-        elif fault.kind == "xid":
-            agent.inject_xid(instance_id)
-        elif fault.kind == "agent_offline":
-            agent.set_agent_offline(instance_id)
+        try:
+            apply_fault(engine, fault, by_id)
+        except ValueError as exc:
+            raise FleetFileError(f"fleet file {fleet.source}: faults[{index}]: {exc}") from exc
+
+
+def apply_fault(engine: LocalAws, fault: Fault, clusters: dict[str, Cluster]) -> None:
+    """Inject one fault; a fault naming no known instance is a `ValueError`."""
+    agent = engine.agent
+    if fault.kind == "throttle":
+        assert fault.service is not None and fault.action is not None
+        agent.throttle(fault.service, fault.action, fault.times or 1)
+        return
+    cluster = clusters.get(fault.cluster_id or "")
+    if cluster is None or fault.instance >= len(cluster.instance_ids):
+        raise ValueError(f"no instance {fault.instance} in cluster {fault.cluster_id!r}")
+    instance_id = cluster.instance_ids[fault.instance]
+    if fault.kind == "never_healthy":
+        agent.set_never_healthy(instance_id)
+    elif fault.kind == "never_comes_back":
+        agent.never_comes_back(instance_id)
+    elif fault.kind == "close_port":
+        assert fault.port is not None
+        agent.close_port(instance_id, fault.port)
+    elif fault.kind == "fail_command":
+        assert fault.op is not None
+        agent.fail_command(instance_id, fault.op, fault.stderr or "simulated failure", fault.times)
+    elif fault.kind == "xid":
+        agent.inject_xid(instance_id)
+    elif fault.kind == "agent_offline":
+        agent.set_agent_offline(instance_id)
 
 
 def _one_line(text: str) -> str:

@@ -36,13 +36,24 @@ from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pydantic import ValidationError
+
 from restarter.domain.auth import split_key
 from restarter.domain.models import Cluster
 from restarter.local.engine import LocalAws
-from restarter.local.fleet_file import FleetFile, FleetFileError, instance_timings, load_fleet, seed_fleet
+from restarter.local.fleet_file import (
+    Fault,
+    FleetFile,
+    FleetFileError,
+    apply_fault,
+    instance_timings,
+    load_fleet,
+    seed_fleet,
+)
 from restarter.local.gateway import STAGE, GatewayResponse, LocalApiGateway
 
 DEFAULT_HOST = "127.0.0.1"
+FAULTS_PATH = "/local/faults"
 DEFAULT_PORT = 8080
 # Simulated seconds per real second: a 4-minute reboot takes 4 s, and the API's 25 s wait
 # budget covers a restart of up to 25 simulated minutes.
@@ -380,12 +391,32 @@ class LocalServer:
             if self._stopping or gateway is None:
                 return None
             try:
+                if path == FAULTS_PATH:
+                    return self._inject_fault(method, headers, body)
                 return gateway.handle(method, path, headers=headers, body=body, query=query)
             except Exception:  # API Gateway answers 502 when the integration fails
                 logging.getLogger(__name__).exception("request failed: %s %s", method, path)
                 return GatewayResponse(
                     502, {"Content-Type": "application/json"}, _envelope("INTERNAL", "Internal error").decode()
                 )
+
+    def _inject_fault(self, method: str, headers: dict[str, str], body: str | None) -> GatewayResponse:
+        """`POST /local/faults` (local only, with the server's key): inject a fault while serving."""
+        json_headers = {"Content-Type": "application/json"}
+        authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+        if authorization != f"Bearer {self._api_key}":
+            return GatewayResponse(401, json_headers, _envelope("UNAUTHORIZED", "Missing or invalid API key").decode())
+        if method != "POST":
+            return GatewayResponse(405, json_headers, _envelope("METHOD_NOT_ALLOWED", "POST a fault").decode())
+        assert self.engine is not None
+        try:
+            fault = Fault.model_validate_json(body or "{}")
+            apply_fault(self.engine, fault, {c.id: c for c in self.clusters})
+        except (ValueError, ValidationError) as exc:
+            message = " ".join(str(exc).split())[:500]
+            return GatewayResponse(400, json_headers, _envelope("VALIDATION_ERROR", message).decode())
+        payload = {"success": True, "data": fault.model_dump(mode="json", exclude_none=True)}
+        return GatewayResponse(200, json_headers, json.dumps(payload))
 
     # --------------------------------------------------------------- what the user needs
     @property
