@@ -187,16 +187,8 @@ def _audit_refusal(code: str, message: str) -> None:
     except RestarterError:
         return
     cluster_id = event.path.removeprefix(f"{API_PREFIX}/clusters/").removesuffix("/restart")
-    deps = get_dependencies()
-    deps.audit.record(
-        cluster_id,
-        "restart.requested",
-        f"{principal.tenant_id}/{principal.key_id}",
-        "refused",
-        deps.clock.now(),
-        trigger="api",
-        error_code=code,
-        error=message,
+    restart_api.record_refused_restart(
+        get_dependencies(), cluster_id, f"{principal.tenant_id}/{principal.key_id}", code, message
     )
 
 

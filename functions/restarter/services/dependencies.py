@@ -7,6 +7,7 @@ on the embedded AWS); production code never imports the local runtime.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -42,9 +43,24 @@ PROVIDER_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts
 SERVICE_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 3})
 
 
+class LazyClient:
+    """A boto3 client made on first use: a cold start pays only for the clients it calls."""
+
+    def __init__(self, session: boto3.session.Session, service: str, config: Config) -> None:
+        self._session = session
+        self._service = service
+        self._config = config
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._session.client(self._service, config=self._config)  # type: ignore[call-overload]
+        return getattr(self._client, name)
+
+
 def build_dependencies(settings: Settings, clock: Clock | None = None) -> Dependencies:
     session = boto3.session.Session(region_name=settings.region)
-    dynamodb = session.client("dynamodb", config=SERVICE_CLIENT_CONFIG)
+    dynamodb = LazyClient(session, "dynamodb", SERVICE_CLIENT_CONFIG)
     return Dependencies(
         settings=settings,
         clusters=ClusterStore(dynamodb, settings.clusters_table),
@@ -52,11 +68,11 @@ def build_dependencies(settings: Settings, clock: Clock | None = None) -> Depend
         locks=ClusterLock(dynamodb, settings.locks_table),
         audit=AuditLog(dynamodb, settings.audit_table),
         provider=Ec2Provider(
-            session.client("ec2", config=PROVIDER_CLIENT_CONFIG), session.client("ssm", config=PROVIDER_CLIENT_CONFIG)
+            LazyClient(session, "ec2", PROVIDER_CLIENT_CONFIG), LazyClient(session, "ssm", PROVIDER_CLIENT_CONFIG)
         ),
-        events=EventPublisher(session.client("events", config=SERVICE_CLIENT_CONFIG), settings.event_bus_name),
+        events=EventPublisher(LazyClient(session, "events", SERVICE_CLIENT_CONFIG), settings.event_bus_name),
         executions=(
-            ExecutionStarter(session.client("stepfunctions", config=SERVICE_CLIENT_CONFIG), settings.state_machine_arn)
+            ExecutionStarter(LazyClient(session, "stepfunctions", SERVICE_CLIENT_CONFIG), settings.state_machine_arn)
             if settings.state_machine_arn
             else None
         ),

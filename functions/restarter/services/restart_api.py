@@ -92,6 +92,20 @@ def cancel_restart(deps: Dependencies, tenant_id: str, restart_id: str, requeste
     return record
 
 
+def record_refused_restart(deps: Dependencies, cluster_id: str, requested_by: str, code: str, message: str) -> None:
+    """Audit a restart request refused before the intake saw it (body validation, scope)."""
+    deps.audit.record(
+        cluster_id,
+        "restart.requested",
+        requested_by,
+        "refused",
+        deps.clock.now(),
+        trigger="api",
+        error_code=code,
+        error=message,
+    )
+
+
 @dataclass(frozen=True)
 class WaitResult:
     record: RestartRecord

@@ -1,0 +1,105 @@
+"""DynamoDB persistence of alarm recoveries: each cluster's recovery history, and the alarm
+events already handled (so that an event delivered twice recovers once).
+
+Table (`RecoveryTable`): key `cluster_id` (S) + `recovered_at` (S), TTL `expires_at_epoch`.
+A history item is `cluster_id=<cluster id>`, `recovered_at=<UTC time>#<event id>`; a claimed
+event is `cluster_id=event#<event id>`, `recovered_at=claimed`, in its own partition.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from restarter.adapters.aws_errors import error_code, translated
+from restarter.domain.models import format_time
+from restarter.domain.recovery import RecoveryEntry
+
+TABLE_ENV = "RECOVERY_TABLE"
+DEFAULT_TABLE = "restarter-recovery"
+
+HISTORY_RETENTION = timedelta(days=30)
+CLAIM_RETENTION = timedelta(days=7)
+_CLAIMED = "claimed"
+
+
+def recovery_table_name(env: Mapping[str, str] | None = None) -> str:
+    """`RECOVERY_TABLE` from the environment (read when called, never at import), else the default."""
+    env = os.environ if env is None else env
+    return (env.get(TABLE_ENV) or "").strip() or DEFAULT_TABLE
+
+
+class RecoveryStore:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+
+    @property
+    def table(self) -> str:
+        return self._table
+
+    # -------------------------------------------------------------- idempotency of alarm events
+    @staticmethod
+    def _claim_key(event_id: str) -> dict[str, Any]:
+        return {"cluster_id": {"S": f"event#{event_id}"}, "recovered_at": {"S": _CLAIMED}}
+
+    def claim_event(self, event_id: str, now: datetime, **details: str) -> bool:
+        """True if this call is the first to claim the event; False if it was handled before."""
+        item = {
+            **self._claim_key(event_id),
+            "claimed_at": {"S": format_time(now)},
+            "expires_at_epoch": {"N": str(int((now + CLAIM_RETENTION).timestamp()))},
+            **{name: {"S": value} for name, value in details.items() if value},
+        }
+        try:
+            self._client.put_item(
+                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(cluster_id)"
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            with translated("dynamodb:PutItem"):
+                raise
+        return True
+
+    def release_event(self, event_id: str) -> None:
+        """Forget a claim, so that a redelivery of an event we could not handle is handled."""
+        with translated("dynamodb:DeleteItem"):
+            self._client.delete_item(TableName=self._table, Key=self._claim_key(event_id))
+
+    # -------------------------------------------------------------- history
+    def record(self, entry: RecoveryEntry) -> None:
+        recovered = datetime.fromisoformat(entry.recovered_at.replace("Z", "+00:00"))
+        item = {
+            "cluster_id": {"S": entry.cluster_id},
+            "recovered_at": {"S": f"{entry.recovered_at}#{entry.event_id}"},
+            "alarm_name": {"S": entry.alarm_name},
+            "strategy": {"S": entry.strategy},
+            "restart_id": {"S": entry.restart_id},
+            "event_id": {"S": entry.event_id},
+            "body": {"S": entry.model_dump_json()},
+            "expires_at_epoch": {"N": str(int((recovered + HISTORY_RETENTION).timestamp()))},
+        }
+        with translated("dynamodb:PutItem"):
+            self._client.put_item(TableName=self._table, Item=item)
+
+    def history(self, cluster_id: str, since: datetime) -> list[RecoveryEntry]:
+        """The cluster's recoveries since `since`, oldest first."""
+        entries: list[RecoveryEntry] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "cluster_id = :c AND recovered_at >= :since",
+            "ExpressionAttributeValues": {":c": {"S": cluster_id}, ":since": {"S": format_time(since)}},
+            "ConsistentRead": True,
+        }
+        while True:
+            with translated("dynamodb:Query"):
+                page = self._client.query(**kwargs)
+            entries += [RecoveryEntry.model_validate_json(i["body"]["S"]) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return entries
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -1,0 +1,255 @@
+"""Recovering a cluster when one of its alarms goes into ALARM.
+
+map the alarm to a cluster → claim the event (once per event id) → read the cluster's recent
+recoveries → decide (budget, escalation, strategy: `domain.recovery`) → `accept_restart` with
+the seed's request body for the strategy → record the recovery. Every event is audited,
+whether it acted or not; only failures a retry may fix raise (and release the claim first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import boto3
+
+from restarter.adapters.alarms import AlarmTags
+from restarter.adapters.recovery_store import RecoveryStore, recovery_table_name
+from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundError, RequestValidationError
+from restarter.domain.models import Cluster, format_time
+from restarter.domain.recovery import (
+    BUDGET_WINDOW,
+    AlarmMapping,
+    AlarmTransition,
+    RecoveryDecision,
+    RecoveryEntry,
+    RecoveryOutcome,
+    decide_recovery,
+    latest,
+    map_by_dimensions,
+    map_by_tags,
+    policy_from_labels,
+    recovery_request,
+)
+from restarter.observability import logger
+from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies
+from restarter.services.restart_intake import accept_restart
+
+AUDIT_ACTION = "alarm.state_changed"
+BUDGET_EXHAUSTED_EVENT = "Recovery Budget Exhausted"
+# What accept_restart refuses for a reason of the cluster's or the request's; answered, not raised.
+REFUSALS = (InvalidStateError, RequestValidationError, NotFoundError, ConflictError)
+
+
+@dataclass
+class AlarmRecovery:
+    """The adapters this use case needs beyond the shared ones."""
+
+    deps: Dependencies
+    recoveries: RecoveryStore
+    alarms: AlarmTags
+
+
+def build_alarm_recovery(deps: Dependencies, table: str | None = None) -> AlarmRecovery:
+    session = boto3.session.Session(region_name=deps.settings.region)
+    return AlarmRecovery(
+        deps=deps,
+        recoveries=RecoveryStore(
+            session.client("dynamodb", config=SERVICE_CLIENT_CONFIG), table or recovery_table_name()
+        ),
+        alarms=AlarmTags(session.client("cloudwatch", config=SERVICE_CLIENT_CONFIG)),
+    )
+
+
+def requested_by(alarm: AlarmTransition) -> str:
+    return f"alarm:{alarm.alarm_name}"[:200]
+
+
+# ---------------------------------------------------------------- mapping
+
+
+def map_alarm(service: AlarmRecovery, alarm: AlarmTransition) -> tuple[AlarmMapping, Cluster | None]:
+    """The alarm's cluster: by `ClusterId`, else `InstanceId` over the cluster records, else the
+    alarm's `restarter:cluster` tag. Returns the mapping and the cluster (None if unknown)."""
+    deps = service.deps
+    mapping = map_by_dimensions(alarm.dimensions)
+    if mapping.cluster_id is None and not mapping.candidates and _has_instance_dimension(alarm):
+        mapping = map_by_dimensions(alarm.dimensions, deps.clusters.list_all())
+    if mapping.cluster_id is None and not mapping.candidates:
+        mapping = map_by_tags(service.alarms.tags(alarm.alarm_arn), deps.settings.cluster_tag_key)
+    cluster = deps.clusters.get(mapping.cluster_id) if mapping.cluster_id else None
+    return mapping, cluster
+
+
+def _has_instance_dimension(alarm: AlarmTransition) -> bool:
+    return any("InstanceId" in d for d in alarm.dimensions)
+
+
+# ---------------------------------------------------------------- the use case
+
+
+def recover_from_alarm(service: AlarmRecovery, alarm: AlarmTransition) -> RecoveryOutcome:
+    deps = service.deps
+    mapping, cluster = map_alarm(service, alarm)
+    entity = cluster.id if cluster else f"alarm:{alarm.alarm_arn or alarm.alarm_name}"
+    log_keys = {"alarm_name": alarm.alarm_name, "event_id": alarm.event_id, "cluster_id": mapping.cluster_id}
+
+    if not alarm.enters_alarm:
+        outcome = RecoveryOutcome(
+            "ignored",
+            alarm.alarm_name,
+            alarm.event_id,
+            cluster_id=cluster.id if cluster else None,
+            reasons=[f"transition {alarm.previous_state} -> {alarm.state} is not into ALARM"],
+        )
+        logger.info("alarm transition ignored", state=alarm.state, previous_state=alarm.previous_state, **log_keys)
+        _audit(deps, entity, alarm, outcome, via=mapping.via)
+        return outcome
+
+    if cluster is None:
+        reason = (
+            f"alarm points at several clusters: {', '.join(mapping.candidates)}"
+            if mapping.ambiguous
+            else f"no cluster {mapping.cluster_id}"
+            if mapping.cluster_id
+            else "no ClusterId/InstanceId dimension or restarter:cluster tag maps this alarm to a cluster"
+        )
+        outcome = RecoveryOutcome("unmapped", alarm.alarm_name, alarm.event_id, reasons=[reason])
+        logger.warning("alarm maps to no cluster", reason=reason, **log_keys)
+        _audit(deps, entity, alarm, outcome, via=mapping.via)
+        return outcome
+
+    now = deps.clock.now()
+    if not service.recoveries.claim_event(alarm.event_id, now, cluster_id=cluster.id, alarm_name=alarm.alarm_name):
+        logger.info("alarm event already handled", **log_keys)
+        return RecoveryOutcome(
+            "duplicate", alarm.alarm_name, alarm.event_id, cluster_id=cluster.id, reasons=["event already handled"]
+        )
+    try:
+        outcome = _recover(service, alarm, cluster, now)
+    except Exception:
+        # not handled: let a redelivery (Lambda's async retries) try again
+        service.recoveries.release_event(alarm.event_id)
+        raise
+    _audit(deps, cluster.id, alarm, outcome, via=mapping.via)
+    return outcome
+
+
+def _recover(service: AlarmRecovery, alarm: AlarmTransition, cluster: Cluster, now: datetime) -> RecoveryOutcome:
+    deps = service.deps
+    policy = policy_from_labels(cluster.labels)
+    if policy.problems:
+        logger.warning("recovery labels not understood, defaults used", cluster_id=cluster.id, problems=policy.problems)
+    lookback = max(BUDGET_WINDOW, policy.cooldown)
+    history = service.recoveries.history(cluster.id, now - lookback)
+    previous = latest(history)
+    previous_status = None
+    if previous is not None:
+        stored = deps.restarts.get(previous.restart_id)
+        previous_status = stored[0].status if stored else None
+    decision = decide_recovery(
+        policy, history, now, previous_restart_status=previous_status, snapshots=cluster.snapshots
+    )
+    if decision.action == "budget_exhausted":
+        return _budget_exhausted(service, alarm, cluster, decision)
+
+    assert decision.strategy is not None
+    body = recovery_request(decision.strategy, cluster, now, alarm.alarm_name)
+    try:
+        record = accept_restart(deps, cluster.id, body, trigger="alarm", requested_by=requested_by(alarm))
+    except REFUSALS as exc:
+        # INVALID_STATE (a restart in flight, a cluster that is starting) and the other refusals:
+        # accept_restart audited it; the alarm is answered and the claim kept (a redelivery would
+        # be refused the same way). Provider and internal errors raise instead.
+        logger.info("alarm recovery refused", cluster_id=cluster.id, error_code=exc.code, strategy=decision.strategy)
+        return RecoveryOutcome(
+            "refused",
+            alarm.alarm_name,
+            alarm.event_id,
+            cluster_id=cluster.id,
+            strategy=decision.strategy,
+            escalated_from=decision.escalated_from,
+            reasons=[*decision.reasons, exc.message],
+            error_code=exc.code,
+        )
+    service.recoveries.record(
+        RecoveryEntry(
+            cluster_id=cluster.id,
+            recovered_at=format_time(now),
+            alarm_name=alarm.alarm_name,
+            strategy=decision.strategy,
+            restart_id=record.id,
+            event_id=alarm.event_id,
+            escalated_from=decision.escalated_from,
+            reasons=list(decision.reasons),
+        )
+    )
+    logger.info(
+        "alarm recovery started",
+        cluster_id=cluster.id,
+        restart_id=record.id,
+        strategy=decision.strategy,
+        escalated_from=decision.escalated_from,
+        reasons=list(decision.reasons),
+    )
+    return RecoveryOutcome(
+        "recovery_started",
+        alarm.alarm_name,
+        alarm.event_id,
+        cluster_id=cluster.id,
+        strategy=decision.strategy,
+        escalated_from=decision.escalated_from,
+        restart_id=record.id,
+        reasons=list(decision.reasons),
+    )
+
+
+def _budget_exhausted(
+    service: AlarmRecovery, alarm: AlarmTransition, cluster: Cluster, decision: RecoveryDecision
+) -> RecoveryOutcome:
+    logger.warning(
+        "alarm recovery budget exhausted",
+        cluster_id=cluster.id,
+        recoveries=decision.recoveries_in_window,
+        budget=decision.budget,
+    )
+    service.deps.events.publish(
+        BUDGET_EXHAUSTED_EVENT,
+        {
+            "cluster_id": cluster.id,
+            "cluster_name": cluster.name,
+            "alarm_name": alarm.alarm_name,
+            "alarm_arn": alarm.alarm_arn,
+            "event_id": alarm.event_id,
+            "recoveries_in_window": decision.recoveries_in_window,
+            "window_hours": int(BUDGET_WINDOW.total_seconds() // 3600),
+            "budget": decision.budget,
+            "budget_resets_at": decision.budget_resets_at,
+        },
+        [alarm.alarm_arn] if alarm.alarm_arn else [],
+    )
+    return RecoveryOutcome(
+        "budget_exhausted", alarm.alarm_name, alarm.event_id, cluster_id=cluster.id, reasons=list(decision.reasons)
+    )
+
+
+def _audit(deps: Dependencies, entity: str, alarm: AlarmTransition, outcome: RecoveryOutcome, *, via: str) -> None:
+    deps.audit.record(
+        entity,
+        AUDIT_ACTION,
+        requested_by(alarm),
+        outcome.action,
+        deps.clock.now(),
+        trigger="alarm",
+        alarm_name=alarm.alarm_name,
+        alarm_arn=alarm.alarm_arn,
+        event_id=alarm.event_id,
+        state=alarm.state,
+        previous_state=alarm.previous_state,
+        mapped_by=via,
+        strategy=outcome.strategy,
+        escalated_from=outcome.escalated_from,
+        restart_id=outcome.restart_id,
+        error_code=outcome.error_code,
+        reasons=outcome.reasons,
+    )
