@@ -20,6 +20,7 @@ HANDLERS = {
     "RestartStepFunction": "restarter.handlers.restart_step",
     "ApiFunction": "restarter.handlers.api",
     "ApiKeyAuthorizerFunction": "restarter.handlers.authorizer",
+    "QueueRestartFunction": "restarter.handlers.queue",
 }
 PROBE = """
 import json, os, resource, sys, time

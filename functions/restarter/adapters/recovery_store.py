@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from restarter.adapters.aws_errors import error_code, translated
-from restarter.domain.models import format_time
+from restarter.domain.models import format_time, parse_time
 from restarter.domain.recovery import RecoveryEntry
 
 TABLE_ENV = "RECOVERY_TABLE"
@@ -47,13 +47,16 @@ class RecoveryStore:
     def _claim_key(event_id: str) -> dict[str, Any]:
         return {"cluster_id": {"S": f"event#{event_id}"}, "recovered_at": {"S": _CLAIMED}}
 
-    def claim_event(self, event_id: str, now: datetime, **details: str) -> bool:
+    def claim_event(
+        self, event_id: str, now: datetime, *, cluster_id: str | None = None, alarm_name: str | None = None
+    ) -> bool:
         """True if this call is the first to claim the event; False if it was handled before."""
-        item = {
-            **self._claim_key(event_id),
+        item: dict[str, Any] = {
             "claimed_at": {"S": format_time(now)},
             "expires_at_epoch": {"N": str(int((now + CLAIM_RETENTION).timestamp()))},
-            **{name: {"S": value} for name, value in details.items() if value},
+            **({"for_cluster_id": {"S": cluster_id}} if cluster_id else {}),
+            **({"alarm_name": {"S": alarm_name}} if alarm_name else {}),
+            **self._claim_key(event_id),
         }
         try:
             self._client.put_item(
@@ -73,7 +76,7 @@ class RecoveryStore:
 
     # -------------------------------------------------------------- history
     def record(self, entry: RecoveryEntry) -> None:
-        recovered = datetime.fromisoformat(entry.recovered_at.replace("Z", "+00:00"))
+        recovered = parse_time(entry.recovered_at)
         item = {
             "cluster_id": {"S": entry.cluster_id},
             "recovered_at": {"S": f"{entry.recovered_at}#{entry.event_id}"},

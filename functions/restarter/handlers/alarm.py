@@ -107,5 +107,5 @@ def lambda_handler(event: AlarmStateChangeEvent, context: LambdaContext) -> dict
     alarm = event.to_transition()
     logger.append_keys(alarm_name=alarm.alarm_name, event_id=alarm.event_id)
     outcome = recover_from_alarm(_alarm_recovery(), alarm)
-    metrics.add_metric(name=f"AlarmEvents_{outcome.action}", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="Alarm" + outcome.action.title().replace("_", ""), unit=MetricUnit.Count, value=1)
     return {"success": True, "data": outcome.to_dict()}

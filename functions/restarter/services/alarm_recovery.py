@@ -19,6 +19,7 @@ from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundEr
 from restarter.domain.models import Cluster, format_time
 from restarter.domain.recovery import (
     BUDGET_WINDOW,
+    INSTANCE_DIMENSION,
     AlarmMapping,
     AlarmTransition,
     RecoveryDecision,
@@ -32,7 +33,7 @@ from restarter.domain.recovery import (
     recovery_request,
 )
 from restarter.observability import logger
-from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies
+from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient
 from restarter.services.restart_intake import accept_restart
 
 AUDIT_ACTION = "alarm.state_changed"
@@ -51,13 +52,14 @@ class AlarmRecovery:
 
 
 def build_alarm_recovery(deps: Dependencies, table: str | None = None) -> AlarmRecovery:
+    """Clients are made on first use; the table is `RECOVERY_TABLE` (read now, not at import)."""
     session = boto3.session.Session(region_name=deps.settings.region)
     return AlarmRecovery(
         deps=deps,
         recoveries=RecoveryStore(
-            session.client("dynamodb", config=SERVICE_CLIENT_CONFIG), table or recovery_table_name()
+            LazyClient(session, "dynamodb", SERVICE_CLIENT_CONFIG), table or recovery_table_name()
         ),
-        alarms=AlarmTags(session.client("cloudwatch", config=SERVICE_CLIENT_CONFIG)),
+        alarms=AlarmTags(LazyClient(session, "cloudwatch", SERVICE_CLIENT_CONFIG)),
     )
 
 
@@ -82,7 +84,7 @@ def map_alarm(service: AlarmRecovery, alarm: AlarmTransition) -> tuple[AlarmMapp
 
 
 def _has_instance_dimension(alarm: AlarmTransition) -> bool:
-    return any("InstanceId" in d for d in alarm.dimensions)
+    return any(INSTANCE_DIMENSION in d for d in alarm.dimensions)
 
 
 # ---------------------------------------------------------------- the use case
@@ -92,7 +94,7 @@ def recover_from_alarm(service: AlarmRecovery, alarm: AlarmTransition) -> Recove
     deps = service.deps
     mapping, cluster = map_alarm(service, alarm)
     entity = cluster.id if cluster else f"alarm:{alarm.alarm_arn or alarm.alarm_name}"
-    log_keys = {"alarm_name": alarm.alarm_name, "event_id": alarm.event_id, "cluster_id": mapping.cluster_id}
+    logger.append_keys(alarm_name=alarm.alarm_name, event_id=alarm.event_id, cluster_id=mapping.cluster_id)
 
     if not alarm.enters_alarm:
         outcome = RecoveryOutcome(
@@ -102,7 +104,7 @@ def recover_from_alarm(service: AlarmRecovery, alarm: AlarmTransition) -> Recove
             cluster_id=cluster.id if cluster else None,
             reasons=[f"transition {alarm.previous_state} -> {alarm.state} is not into ALARM"],
         )
-        logger.info("alarm transition ignored", state=alarm.state, previous_state=alarm.previous_state, **log_keys)
+        logger.info("alarm transition ignored", state=alarm.state, previous_state=alarm.previous_state)
         _audit(deps, entity, alarm, outcome, via=mapping.via)
         return outcome
 
@@ -115,13 +117,13 @@ def recover_from_alarm(service: AlarmRecovery, alarm: AlarmTransition) -> Recove
             else "no ClusterId/InstanceId dimension or restarter:cluster tag maps this alarm to a cluster"
         )
         outcome = RecoveryOutcome("unmapped", alarm.alarm_name, alarm.event_id, reasons=[reason])
-        logger.warning("alarm maps to no cluster", reason=reason, **log_keys)
+        logger.warning("alarm maps to no cluster", reason=reason)
         _audit(deps, entity, alarm, outcome, via=mapping.via)
         return outcome
 
     now = deps.clock.now()
     if not service.recoveries.claim_event(alarm.event_id, now, cluster_id=cluster.id, alarm_name=alarm.alarm_name):
-        logger.info("alarm event already handled", **log_keys)
+        logger.info("alarm event already handled")
         return RecoveryOutcome(
             "duplicate", alarm.alarm_name, alarm.event_id, cluster_id=cluster.id, reasons=["event already handled"]
         )

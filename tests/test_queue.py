@@ -1,0 +1,504 @@
+"""QueueRestartFunction: restart requests from SQS, with partial batch failures, idempotency,
+recovery-before-maintenance ordering and a dead-letter queue (moto SQS redrive)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from tests.conftest import load_event
+
+from restarter.domain.errors import RequestValidationError
+from restarter.domain.models import Cluster, RestartRecord
+from restarter.domain.queue_messages import (
+    ROLLOUTS_NOT_SUPPORTED,
+    RestartMessage,
+    RolloutMessage,
+    parse_queue_message,
+    priority_rank,
+    queue_name_from_arn,
+)
+from restarter.handlers import queue
+from restarter.local.engine import LocalAws, LocalLambdaContext
+from restarter.services import queued_restarts
+from restarter.services.queued_restarts import QueuedMessage, QueuedMessageError
+from restarter.services.restart_intake import accept_restart
+
+Seed = Callable[..., Cluster]
+CONTEXT_NAME = "QueueRestartFunction"
+MAINTENANCE_QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:restarter-dev-maintenance"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def handle(event: dict[str, Any]) -> dict[str, Any]:
+    return dict(queue.lambda_handler(event, LocalLambdaContext(CONTEXT_NAME)))
+
+
+def failed_ids(response: dict[str, Any]) -> list[str]:
+    return [item["itemIdentifier"] for item in response["batchItemFailures"]]
+
+
+def sqs_record(body: Any, *, priority: str | None = None, message_id: str | None = None, **attributes: str) -> Any:
+    """A record shaped like those of events/sqs_restart_batch.json."""
+    text = body if isinstance(body, str) else json.dumps(body)
+    if priority is not None:
+        attributes["priority"] = priority
+    record = copy.deepcopy(load_event("sqs_restart_batch.json")["Records"][0])
+    record.update(
+        messageId=message_id or str(uuid.uuid4()),
+        body=text,
+        md5OfBody=hashlib.md5(text.encode()).hexdigest(),
+        messageAttributes={
+            name: {"stringValue": value, "stringListValues": [], "binaryListValues": [], "dataType": "String"}
+            for name, value in attributes.items()
+        },
+    )
+    record.pop("md5OfMessageAttributes", None)
+    return record
+
+
+def sqs_event(*records: dict[str, Any]) -> dict[str, Any]:
+    return {"Records": list(records)}
+
+
+def restarts_of(aws: LocalAws, cluster_id: str) -> list[RestartRecord]:
+    assert aws.deps is not None
+    records, _ = aws.deps.restarts.list_for_cluster(cluster_id, limit=100)
+    return records
+
+
+def refusals(aws: LocalAws, cluster_id: str) -> list[str]:
+    assert aws.deps is not None
+    return [
+        e["details"]["error_code"]
+        for e in aws.deps.audit.entries(cluster_id)
+        if e["action"] == "restart.requested" and e["outcome"] == "refused"
+    ]
+
+
+@pytest.fixture
+def logged() -> Iterator[list[logging.LogRecord]]:
+    """Failure reports logged on the `restarter` logger (Powertools loggers do not propagate)."""
+    records: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if hasattr(record, "failure"):  # the failure reports of the queue service
+                records.append(record)
+
+    handler = Capture(level=logging.DEBUG)
+    target = logging.getLogger("restarter")
+    target.addHandler(handler)
+    try:
+        yield records
+    finally:
+        target.removeHandler(handler)
+
+
+# ---------------------------------------------------------------- the pure parsing
+
+
+def test_given_a_restart_body_when_parsed_then_cluster_id_and_request_are_split() -> None:
+    message = parse_queue_message(
+        json.dumps({"cluster_id": "cluster_abc123", "force": True, "idempotency_key": "k1"}), priority="Recovery"
+    )
+    assert message == RestartMessage(
+        cluster_id="cluster_abc123", request={"force": True}, idempotency_key="k1", priority="recovery"
+    )
+
+
+def test_given_a_rollout_body_when_parsed_then_it_is_a_rollout() -> None:
+    message = parse_queue_message(json.dumps({"rollout": {"clusters": ["cluster_abc123"]}}))
+    assert message == RolloutMessage(rollout={"clusters": ["cluster_abc123"]}, priority="maintenance")
+
+
+@pytest.mark.parametrize(
+    ("body", "attributes", "field"),
+    [
+        ('{"cluster_id": "cluster_abc123", ', {}, "body"),
+        ("[1, 2]", {}, "body"),
+        ('{"force": true}', {}, "cluster_id"),
+        ('{"cluster_id": "bad id with spaces"}', {}, "cluster_id"),
+        ('{"cluster_id": "c1", "rollout": {}}', {}, "body"),
+        ('{"cluster_id": "c1"}', {"priority": "urgent"}, "priority"),
+        ('{"cluster_id": "c1", "idempotency_key": "a"}', {"idempotency_key": "b"}, "idempotency_key"),
+    ],
+)
+def test_given_a_malformed_body_when_parsed_then_it_is_a_validation_error(
+    body: str, attributes: dict[str, str], field: str
+) -> None:
+    with pytest.raises(RequestValidationError) as caught:
+        parse_queue_message(body, **attributes)
+    assert caught.value.code == "VALIDATION_ERROR"
+    assert caught.value.details["errors"][0]["field"] == field
+
+
+def test_given_priorities_when_ranked_then_recovery_goes_first_and_unknown_is_maintenance() -> None:
+    assert priority_rank("recovery") < priority_rank("maintenance") == priority_rank(None) == priority_rank("x")
+    assert queue_name_from_arn(MAINTENANCE_QUEUE_ARN) == "restarter-dev-maintenance"
+
+
+# ---------------------------------------------------------------- batches
+
+
+def test_given_a_batch_of_valid_messages_when_handled_then_one_restart_per_cluster_is_started(
+    aws: LocalAws, seed: Seed
+) -> None:
+    # Given two clusters and the two valid messages of the sample batch
+    seed()
+    seed(id="cluster_def456", name="inference-cluster", instance_type="g5.xlarge", instance_count=1)
+    event = load_event("sqs_restart_batch.json")
+    event["Records"] = event["Records"][:2]
+
+    # When the batch is handled
+    response = handle(event)
+
+    # Then nothing failed, and each cluster got one restart, triggered by the queue
+    assert response == {"batchItemFailures": []}
+    aws.wait_for_executions()
+    for cluster_id, reason in (
+        ("cluster_abc123", "Apply system updates"),
+        ("cluster_def456", "Weekly maintenance window"),
+    ):
+        [record] = restarts_of(aws, cluster_id)
+        assert record.trigger == "queue"
+        assert record.requested_by == "queue:restarter-dev-maintenance"
+        assert record.reason == reason
+        assert record.status == "ready"
+    assert len(aws.executions()) == 2
+
+
+def test_given_a_batch_with_poison_messages_when_handled_then_only_they_are_reported_and_the_rest_runs(
+    aws: LocalAws, seed: Seed
+) -> None:
+    # Given the sample batch: two valid messages, one with malformed JSON, one with an invalid field
+    seed()
+    seed(id="cluster_def456", name="inference-cluster", instance_type="g5.xlarge", instance_count=1)
+    seed(id="cluster_ghi789", name="eval-cluster", instance_type="g5.xlarge", instance_count=1)
+    event = load_event("sqs_restart_batch.json")
+    records = event["Records"]
+
+    # When it is handled
+    response = handle(event)
+
+    # Then exactly the two poison messages are reported, the others started their restarts
+    assert failed_ids(response) == [records[2]["messageId"], records[3]["messageId"]]
+    aws.wait_for_executions()
+    assert len(restarts_of(aws, "cluster_abc123")) == 1
+    assert len(restarts_of(aws, "cluster_def456")) == 1
+    assert restarts_of(aws, "cluster_ghi789") == []
+    # the invalid field was refused by the intake (audited); the malformed JSON never reached it
+    assert refusals(aws, "cluster_ghi789") == ["VALIDATION_ERROR"]
+
+
+def test_given_only_poison_messages_when_handled_then_all_are_reported_without_a_lambda_error(aws: LocalAws) -> None:
+    event = load_event("sqs_restart_batch.json")
+    event["Records"] = event["Records"][2:]
+
+    response = handle(event)
+
+    assert failed_ids(response) == [r["messageId"] for r in event["Records"]]
+
+
+def test_given_an_unknown_cluster_when_handled_then_the_failure_is_reported_as_permanent(
+    aws: LocalAws, seed: Seed, logged: list[logging.LogRecord]
+) -> None:
+    seed()
+    unknown = sqs_record({"cluster_id": "cluster_nope"})
+    known = sqs_record({"cluster_id": "cluster_abc123"})
+
+    response = handle(sqs_event(unknown, known))
+
+    assert failed_ids(response) == [unknown["messageId"]]
+    assert refusals(aws, "cluster_nope") == ["NOT_FOUND"]
+    [entry] = [r for r in logged if getattr(r, "message_id", None) == unknown["messageId"]]
+    assert (entry.levelname, entry.error_code, entry.failure) == ("ERROR", "NOT_FOUND", "permanent")  # type: ignore[attr-defined]
+    assert entry.visible_again_in_seconds == 0  # type: ignore[attr-defined]
+
+
+def test_given_a_busy_cluster_when_handled_then_the_failure_is_transient_and_a_later_delivery_restarts(
+    aws: LocalAws, seed: Seed, logged: list[logging.LogRecord]
+) -> None:
+    # Given a cluster with a restart in flight (held in starting_services until released)
+    cluster = seed()
+    assert aws.deps is not None
+    aws.agent.set_never_healthy(cluster.instance_ids[0])
+    first = accept_restart(aws.deps, cluster.id, {}, trigger="cli", requested_by="ops@example.com")
+    record = sqs_record({"cluster_id": cluster.id, "restart_reason": "Rotate drivers"})
+
+    # When a queued restart for it arrives
+    response = handle(sqs_event(record))
+
+    # Then it is reported (it returns to the queue), as a transient failure with a backoff
+    assert failed_ids(response) == [record["messageId"]]
+    assert refusals(aws, cluster.id) == ["INVALID_STATE"]
+    [entry] = [r for r in logged if getattr(r, "message_id", None) == record["messageId"]]
+    assert (entry.levelname, entry.error_code, entry.failure) == ("WARNING", "INVALID_STATE", "transient")  # type: ignore[attr-defined]
+    assert entry.visible_again_in_seconds == 30  # type: ignore[attr-defined]
+
+    # and when it is delivered again after the first restart ended, it restarts the cluster
+    assert first.execution_arn is not None
+    aws.agent.clear_never_healthy(cluster.instance_ids[0])
+    aws.wait_for_execution(first.execution_arn)
+    record["attributes"]["ApproximateReceiveCount"] = "2"
+    assert handle(sqs_event(record)) == {"batchItemFailures": []}
+    aws.wait_for_executions()
+    assert [r.reason for r in restarts_of(aws, cluster.id)] == ["Rotate drivers", None]
+
+
+def test_given_the_same_message_delivered_twice_when_handled_then_the_cluster_restarts_once(
+    aws: LocalAws, seed: Seed
+) -> None:
+    cluster = seed()
+    record = sqs_record({"cluster_id": cluster.id, "restart_reason": "Apply system updates"})
+
+    assert handle(sqs_event(record)) == {"batchItemFailures": []}
+    redelivered = {**record, "receiptHandle": "AQEBredelivered", "attributes": {**record["attributes"]}}
+    redelivered["attributes"]["ApproximateReceiveCount"] = "2"
+    assert handle(sqs_event(redelivered)) == {"batchItemFailures": []}
+
+    aws.wait_for_executions()
+    assert len(restarts_of(aws, cluster.id)) == 1
+    assert len(aws.executions()) == 1
+    # the message-id guard holds the first delivery's result
+    assert aws.settings is not None
+    items = aws.client("dynamodb").scan(TableName=aws.settings.idempotency_table)["Items"]
+    by_message = [i for i in items if i["id"]["S"].startswith("restarter.queue.message#")]
+    assert len(by_message) == 1 and by_message[0]["status"]["S"] == "COMPLETED"
+
+
+def test_given_the_same_idempotency_key_in_two_messages_when_handled_then_the_cluster_restarts_once(
+    aws: LocalAws, seed: Seed
+) -> None:
+    # the key as a message attribute in one message, as a body field in the other
+    cluster = seed()
+    body = {"cluster_id": cluster.id, "restart_reason": "Kernel patch"}
+    first = sqs_record(body, idempotency_key="patch-2025-06-11")
+    second = sqs_record({**body, "idempotency_key": "patch-2025-06-11"})
+
+    assert handle(sqs_event(first)) == {"batchItemFailures": []}
+    assert handle(sqs_event(second)) == {"batchItemFailures": []}
+
+    aws.wait_for_executions()
+    assert len(restarts_of(aws, cluster.id)) == 1
+
+
+def test_given_the_same_request_without_a_key_in_two_messages_when_handled_then_the_cluster_restarts_once(
+    aws: LocalAws, seed: Seed
+) -> None:
+    # two producers ask for the same restart in the same batch: the {cluster_id, request} hash
+    cluster = seed()
+    body = {"cluster_id": cluster.id, "restart_reason": "Nightly restart", "grace_period_minutes": 10}
+
+    response = handle(sqs_event(sqs_record(body), sqs_record(body)))
+
+    assert response == {"batchItemFailures": []}
+    aws.wait_for_executions()
+    assert len(restarts_of(aws, cluster.id)) == 1
+
+
+def test_given_an_idempotency_key_reused_with_another_request_when_handled_then_it_is_refused(
+    aws: LocalAws, seed: Seed
+) -> None:
+    cluster = seed()
+    first = sqs_record({"cluster_id": cluster.id, "restart_reason": "a"}, idempotency_key="k-1")
+    second = sqs_record({"cluster_id": cluster.id, "restart_reason": "b"}, idempotency_key="k-1")
+
+    response = handle(sqs_event(first, second))
+
+    assert failed_ids(response) == [second["messageId"]]
+    aws.wait_for_executions()
+    assert len(restarts_of(aws, cluster.id)) == 1
+
+
+def test_given_a_mixed_batch_when_handled_then_recovery_messages_are_processed_first(
+    aws: LocalAws, seed: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given four clusters and a batch where recovery messages are the 2nd and the 4th
+    for cluster_id in ("cluster_abc123", "cluster_def456", "cluster_ghi789", "cluster_jkl012"):
+        seed(id=cluster_id, name=cluster_id.removeprefix("cluster_"), instance_type="g5.xlarge", instance_count=1)
+    intake_order: list[str] = []
+    accept = accept_restart
+
+    def recording_accept(deps: Any, cluster_id: str, payload: Any, **kwargs: Any) -> RestartRecord:
+        intake_order.append(cluster_id)
+        return accept(deps, cluster_id, payload, **kwargs)
+
+    monkeypatch.setattr(queued_restarts, "accept_restart", recording_accept)
+
+    # When it is handled
+    response = handle(load_event("sqs_restart_recovery_priority.json"))
+
+    # Then recovery went first, and otherwise the queue's order was kept
+    assert response == {"batchItemFailures": []}
+    assert intake_order == ["cluster_def456", "cluster_jkl012", "cluster_abc123", "cluster_ghi789"]
+    aws.wait_for_executions()
+    started = {cid: restarts_of(aws, cid)[0].restart_initiated_at for cid in intake_order}
+    assert started["cluster_def456"] <= started["cluster_abc123"]
+    assert started["cluster_jkl012"] <= started["cluster_ghi789"]
+
+
+def test_given_a_rollout_message_when_handled_then_it_fails_with_the_clear_reason(
+    aws: LocalAws, seed: Seed, logged: list[logging.LogRecord]
+) -> None:
+    seed()
+    rollout = sqs_record({"rollout": {"name": "driver-535", "clusters": ["cluster_abc123"], "max_concurrency": 2}})
+
+    response = handle(sqs_event(rollout))
+
+    assert failed_ids(response) == [rollout["messageId"]]
+    [entry] = [r for r in logged if getattr(r, "message_id", None) == rollout["messageId"]]
+    assert entry.reason == ROLLOUTS_NOT_SUPPORTED == "rollouts are not supported yet"  # type: ignore[attr-defined]
+    assert entry.failure == "permanent"  # type: ignore[attr-defined]
+    assert restarts_of(aws, "cluster_abc123") == []
+
+
+def test_given_a_rollout_message_when_processed_by_the_service_then_the_error_is_permanent(aws: LocalAws) -> None:
+    assert aws.deps is not None
+    message = QueuedMessage(
+        message_id=str(uuid.uuid4()),
+        body=json.dumps({"rollout": {"clusters": []}}),
+        queue_name="restarter-dev-maintenance",
+        queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/restarter-dev-maintenance",
+        receipt_handle="AQEBx",
+    )
+    with pytest.raises(QueuedMessageError) as caught:
+        queued_restarts.process_message(aws.deps, message)
+    assert caught.value.permanent is True
+    assert caught.value.reason == "rollouts are not supported yet"
+
+
+# ---------------------------------------------------------------- end to end with SQS and a DLQ
+
+
+def event_from_received(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
+    """The event Lambda's SQS event source mapping builds from received messages."""
+    records = []
+    for message in messages:
+        record: dict[str, Any] = {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": message.get("Attributes", {}),
+            "messageAttributes": {
+                name: {
+                    "stringValue": value.get("StringValue"),
+                    "stringListValues": [],
+                    "binaryListValues": [],
+                    "dataType": value["DataType"],
+                }
+                for name, value in message.get("MessageAttributes", {}).items()
+            },
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": queue_arn.split(":")[3],
+        }
+        if "MD5OfMessageAttributes" in message:
+            record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+        records.append(record)
+    return {"Records": records}
+
+
+class QueuePair:
+    """A queue with a redrive policy to a DLQ; `poll` acts as the event source mapping."""
+
+    def __init__(self, aws: LocalAws, name: str, max_receive_count: int) -> None:
+        self.sqs = aws.client("sqs")
+        self.dlq_url = self.sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        self.url = self.sqs.create_queue(
+            QueueName=name,
+            Attributes={
+                "VisibilityTimeout": "60",
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}),
+            },
+        )["QueueUrl"]
+        self.arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+
+    def send(self, body: Any, **attributes: str) -> str:
+        return str(
+            self.sqs.send_message(
+                QueueUrl=self.url,
+                MessageBody=body if isinstance(body, str) else json.dumps(body),
+                MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+            )["MessageId"]
+        )
+
+    def poll(self) -> tuple[list[str], list[str]]:
+        """Receive, invoke the handler, delete what succeeded. Returns (received ids, failed ids)."""
+        messages = self.sqs.receive_message(
+            QueueUrl=self.url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        if not messages:
+            return [], []
+        failed = failed_ids(handle(event_from_received(messages, self.arn)))
+        for message in messages:
+            if message["MessageId"] not in failed:
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return [m["MessageId"] for m in messages], failed
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return list(self.sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10).get("Messages", []))
+
+    def invisible(self) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_given_a_poison_message_on_a_queue_with_a_dlq_when_polled_then_it_ends_in_the_dlq(
+    aws: LocalAws, seed: Seed
+) -> None:
+    # Given a queue (maxReceiveCount 2, visibility 60 s) with a poison message and a valid one
+    cluster = seed()
+    queue_pair = QueuePair(aws, "restarter-test-maintenance", max_receive_count=2)
+    poison = queue_pair.send({"cluster_id": cluster.id, "timeout_minutes": 600}, priority="maintenance")
+    valid = queue_pair.send({"cluster_id": cluster.id, "restart_reason": "Apply system updates"})
+
+    # When the first batch is handled: the valid message is done and deleted, the poison fails
+    received, failed = queue_pair.poll()
+    assert sorted(received) == sorted([poison, valid]) and failed == [poison]
+
+    # Then, a permanent failure, the poison is visible again at once (not after 60 s) and fails again
+    assert queue_pair.poll() == ([poison], [poison])
+    assert queue_pair.dead_letters() == []
+
+    # and once its receive count passes maxReceiveCount, SQS moves it to the DLQ
+    assert queue_pair.poll() == ([], [])
+    [dead] = queue_pair.dead_letters()
+    assert dead["MessageId"] == poison
+    assert json.loads(dead["Body"])["timeout_minutes"] == 600
+    aws.wait_for_executions()
+    assert [r.reason for r in restarts_of(aws, cluster.id)] == ["Apply system updates"]
+
+
+def test_given_a_busy_cluster_on_a_queue_when_polled_then_the_message_waits_out_a_backoff(
+    aws: LocalAws, seed: Seed
+) -> None:
+    cluster = seed()
+    assert aws.deps is not None
+    aws.agent.set_never_healthy(cluster.instance_ids[0])  # holds the first restart in flight
+    accept_restart(aws.deps, cluster.id, {}, trigger="cli", requested_by="ops@example.com")
+    queue_pair = QueuePair(aws, "restarter-test-recovery", max_receive_count=2)
+    message_id = queue_pair.send({"cluster_id": cluster.id, "force": True}, priority="recovery")
+
+    assert queue_pair.poll() == ([message_id], [message_id])
+
+    # a transient failure: the message stays invisible for its backoff, it is not fast-tracked to the DLQ
+    assert queue_pair.poll() == ([], [])
+    assert queue_pair.invisible() == 1
+    assert queue_pair.dead_letters() == []
