@@ -67,3 +67,13 @@ def test_demo_runs_every_kind_and_reports_json(capsys: pytest.CaptureFixture[str
     assert report["ok"] is True
     assert {r["status"] for r in report["results"]} == {"ready", "rolled_back"}
     assert {r["via"] for r in report["results"]} == {"api", "cli"}
+
+
+def test_invoke_the_queue_function_with_the_sample_batch(capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = invoke(capsys, "QueueRestartFunction", "sqs_restart_batch.json")
+    assert code == 0
+    # the sample's unknown cluster, malformed JSON and out-of-bounds field come back; the rest restarts
+    assert len(output["result"]["batchItemFailures"]) == 3
+    assert [(r["cluster_id"], r["status"], r["trigger"]) for r in output["restarts"]] == [
+        ("cluster_abc123", "ready", "queue")
+    ]

@@ -67,6 +67,7 @@ DEMO_CASES = [
 
 
 def _quiet_logs() -> None:
+    """Local runs print their results on stdout: logs go to stderr, errors only."""
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
     os.environ.setdefault("LOG_LEVEL", "ERROR")
     logging.getLogger().setLevel(logging.ERROR)
@@ -75,6 +76,9 @@ def _quiet_logs() -> None:
     from restarter.observability import logger
 
     logger.setLevel("ERROR")
+    for handler in logging.getLogger(logger.name).handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)
 
 
 def _bar(percentage: int, width: int = 24) -> str:
