@@ -78,7 +78,17 @@ def _quiet_logs() -> None:
     logger.setLevel("ERROR")
     for handler in logging.getLogger(logger.name).handlers:
         if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
+            handler.setStream(_CurrentStderr())
+
+
+class _CurrentStderr:
+    """Whatever `sys.stderr` is at the time of writing (it may be replaced after setup)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _bar(percentage: int, width: int = 24) -> str:
