@@ -21,6 +21,7 @@ HANDLERS = {
     "ApiFunction": "restarter.handlers.api",
     "ApiKeyAuthorizerFunction": "restarter.handlers.authorizer",
     "QueueRestartFunction": "restarter.handlers.queue",
+    "AlarmRecoveryFunction": "restarter.handlers.alarm",
 }
 PROBE = """
 import json, os, resource, sys, time

@@ -199,3 +199,17 @@ def api(aws: LocalAws) -> ApiClient:
         "other": aws.api_keys.create_key("globex", ["read", "restart"], name="globex", now=now)[0],
     }
     return ApiClient(LocalApiGateway(aws), keys)
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_levels() -> Iterator[None]:
+    """CLI commands quiet the logs process-wide; later tests read log records again."""
+    import logging
+
+    from restarter.observability import logger
+
+    names = [logger.name, "", "moto"]
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)

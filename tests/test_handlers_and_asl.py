@@ -130,4 +130,5 @@ def test_template_wires_the_state_machine_to_the_step_function() -> None:
         "ApiFunction": "restarter.handlers.api.lambda_handler",
         "ApiKeyAuthorizerFunction": "restarter.handlers.authorizer.lambda_handler",
         "QueueRestartFunction": "restarter.handlers.queue.lambda_handler",
+        "AlarmRecoveryFunction": "restarter.handlers.alarm.lambda_handler",
     }

@@ -389,6 +389,8 @@ class LocalAws:
         for key, value in variables.items():
             env[key] = names[value["Ref"]] if isinstance(value, dict) and "Ref" in value else str(value)
         self.environment = env
+        # what Lambda would give every function: handlers that read their own variables find them
+        os.environ.update(env)
         return Settings.from_environment(env)
 
     # --------------------------------------------------------------- executions
