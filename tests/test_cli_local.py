@@ -77,3 +77,17 @@ def test_invoke_the_queue_function_with_the_sample_batch(capsys: pytest.CaptureF
     assert [(r["cluster_id"], r["status"], r["trigger"]) for r in output["restarts"]] == [
         ("cluster_abc123", "ready", "queue")
     ]
+
+
+def test_invoke_the_alarm_function_with_the_aws_docs_sample(capsys: pytest.CaptureFixture[str]) -> None:
+    # the default fleet gives cluster_err001 the sample's instance id
+    code, output = invoke(capsys, "AlarmRecoveryFunction", "alarm_state_change_instance.json")
+    assert code == 0
+    assert output["result"]["data"]["action"] == "recovery_started"
+    [restart] = output["restarts"]
+    assert (restart["cluster_id"], restart["trigger"], restart["restart_type"], restart["status"]) == (
+        "cluster_err001",
+        "alarm",
+        "force",
+        "ready",
+    )
