@@ -66,7 +66,7 @@ def test_demo_runs_every_kind_and_reports_json(capsys: pytest.CaptureFixture[str
     report = json.loads(out)
     assert report["ok"] is True
     assert {r["status"] for r in report["results"]} == {"ready", "rolled_back"}
-    assert {r["via"] for r in report["results"]} == {"api", "cli"}
+    assert {r["via"] for r in report["results"]} == {"api", "cli", "alarm", "queue"}
 
 
 def test_invoke_the_queue_function_with_the_sample_batch(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,9 @@ class DemoCase:
     request: dict[str, Any]
     expect: str
     faults: list[tuple[str, Any]] = field(default_factory=list)
-    via: str = "api"  # how the restart is asked for: the REST API, or the intake directly (`cli`)
+    # how the restart is asked for: the REST API, the intake directly (`cli`), a CloudWatch alarm
+    # event to AlarmRecoveryFunction, or an SQS batch to QueueRestartFunction
+    via: str = "api"
 
 
 DEMO_CASES = [
@@ -55,6 +57,20 @@ DEMO_CASES = [
         {"id": "cluster_err001", "name": "inference-prod", "status": "error", "labels": {"env": "production"}},
         {"force": True, "preserve_state": True, "restart_reason": "Error recovery - forced restart"},
         "ready",
+    ),
+    DemoCase(
+        "alarm recovery: a CloudWatch alarm goes into ALARM",
+        {"id": "cluster_alarm01", "name": "llm-serving", "instance_type": "g6e.xlarge", "status": "error"},
+        {},
+        "ready",
+        via="alarm",
+    ),
+    DemoCase(
+        "queued maintenance restart (SQS)",
+        {"id": "cluster_queue01", "name": "batch-inference", "instance_type": "g5.2xlarge"},
+        {"apply_system_updates": True, "restart_reason": "Queued maintenance"},
+        "ready",
+        via="queue",
     ),
     DemoCase(
         "deployment whose health check fails: rolled back",
@@ -103,6 +119,8 @@ def _demo_start(aws: Any, gateway: Any, api_key: str, cluster_id: str, case: Dem
 
     if case.via == "cli":
         return accept_restart(aws.deps, cluster_id, case.request, trigger="cli", requested_by="demo").id
+    if case.via in ("alarm", "queue"):
+        return _demo_trigger(aws, cluster_id, case)
     answer = gateway.handle(
         "POST",
         f"/v1/clusters/{cluster_id}/restart",
@@ -114,6 +132,31 @@ def _demo_start(aws: Any, gateway: Any, api_key: str, cluster_id: str, case: Dem
         error = body.get("error", {})
         raise RestarterError(str(error.get("message")), {"code": error.get("code")})
     return str(body["data"]["restart_id"])
+
+
+EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
+
+
+def _demo_trigger(aws: Any, cluster_id: str, case: DemoCase) -> str:
+    """Deliver a real-shaped alarm or SQS event (from events/) to its function, as AWS would."""
+    from restarter.domain.errors import RestarterError
+
+    if case.via == "alarm":
+        event = json.loads((EVENTS_DIR / "alarm_state_change_cluster_dimension.json").read_text())
+        text = json.dumps(event).replace("cluster_abc123", cluster_id)
+        result, errored = aws.registry.invoke("AlarmRecoveryFunction", json.loads(text))
+        if errored or not result.get("data", {}).get("restart_id"):
+            raise RestarterError(f"the alarm did not start a recovery: {result}")
+        return str(result["data"]["restart_id"])
+    event = json.loads((EVENTS_DIR / "sqs_restart_batch.json").read_text())
+    record = event["Records"][0]
+    record["body"] = json.dumps({"cluster_id": cluster_id, **case.request})
+    record.pop("md5OfBody", None)
+    result, errored = aws.registry.invoke("QueueRestartFunction", {"Records": [record]})
+    if errored or result.get("batchItemFailures"):
+        raise RestarterError(f"the queued message was not accepted: {result}")
+    restarts, _ = aws.deps.restarts.list_for_cluster(cluster_id, limit=1)
+    return str(restarts[0].id)
 
 
 def run_demo(time_scale: float, as_json: bool) -> int:
@@ -181,11 +224,11 @@ def run_demo(time_scale: float, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"ok": ok, "results": results}, indent=2))
     else:
-        print("\n    cluster         via  expected     got          downtime  duration  (simulated seconds)")
+        print("\n    cluster         via   expected     got          downtime  duration  (simulated seconds)")
         for r in results:
             mark = "ok " if r["status"] == r["expected"] else "BAD"
             print(
-                f"{mark} {r['cluster_id']:<15} {r['via']:<4} {r['expected']:<12} {r['status']:<12} "
+                f"{mark} {r['cluster_id']:<15} {r['via']:<5} {r['expected']:<12} {r['status']:<12} "
                 f"{r.get('downtime_seconds') or 0:>8}  {r.get('restart_duration_seconds') or 0:>8}"
             )
         print("\nall restarts ended as expected" if ok else "\nSOME RESTARTS DID NOT END AS EXPECTED")
