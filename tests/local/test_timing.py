@@ -35,7 +35,7 @@ NO_RETRIES = Config(retries={"total_max_attempts": 1})
 SCALE = 1000.0
 # Simulated seconds: 400-500 s each, so 400-500 ms real at SCALE.
 TIMINGS = InstanceTimings(
-    stop=(400, 500), start=(400, 500), reboot=(400, 500), status_checks=(400, 500), jitter=7, time_scale=SCALE
+    stop=(1200, 1500), start=(1200, 1500), reboot=(1200, 1500), status_checks=(1200, 1500), jitter=7, time_scale=SCALE
 )
 LOWEST = 400 / SCALE
 DEADLINE = 5.0
@@ -277,9 +277,12 @@ def test_given_a_stopped_instance_when_started_then_pending_running_and_status_c
     assert health_check(ssm, instance_id)["Status"] == "Success"
 
 
-def test_given_a_pending_instance_when_commanded_then_it_is_not_a_valid_target(ec2: Any, ssm: Any) -> None:
-    # given a pending instance
+def test_given_a_pending_instance_when_commanded_then_it_is_not_a_valid_target(
+    ec2: Any, ssm: Any, state: SimulatedAgentState
+) -> None:
+    # given a pending instance (held pending, so a slow machine cannot let it finish booting)
     instance_id = stopped_instance(ec2)
+    state.never_comes_back(instance_id)
     ec2.start_instances(InstanceIds=[instance_id])
     # when a command is sent and the managed node described
     with pytest.raises(ClientError) as exc:

@@ -1,0 +1,50 @@
+"""RolloutStepFunction: the rollout state machine's worker. One call = one step of one item."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from restarter.domain.rollouts import ROLLOUT_ID_PATTERN
+from restarter.observability import logger, metrics
+from restarter.services import rollouts
+
+
+class RolloutStepEvent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    action: Literal["start_item", "poll_item", "finish_item", "fail_item", "finish"]
+    rollout_id: str = Field(pattern=ROLLOUT_ID_PATTERN)
+    cluster_id: str | None = Field(default=None, min_length=1)
+    restart_id: str | None = Field(default=None, pattern=r"^rst_[a-z0-9]+$")
+    error: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs(self) -> RolloutStepEvent:
+        if self.action != "finish" and self.cluster_id is None:
+            raise ValueError(f"{self.action} needs a cluster_id")
+        if self.action in ("poll_item", "finish_item") and self.restart_id is None:
+            raise ValueError(f"{self.action} needs a restart_id")
+        return self
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+@event_parser(model=RolloutStepEvent)
+def lambda_handler(event: RolloutStepEvent, context: LambdaContext) -> dict[str, Any]:
+    logger.append_keys(rollout_id=event.rollout_id, action=event.action, cluster_id=event.cluster_id)
+    rd = rollouts.get_rollout_dependencies()
+    cluster_id = event.cluster_id or ""
+    restart_id = event.restart_id or ""
+    if event.action == "start_item":
+        return rollouts.start_item(rd, event.rollout_id, cluster_id)
+    if event.action == "poll_item":
+        return rollouts.poll_item(rd, event.rollout_id, cluster_id, restart_id)
+    if event.action == "finish_item":
+        return rollouts.finish_item(rd, event.rollout_id, cluster_id, restart_id)
+    if event.action == "fail_item":
+        return rollouts.fail_item(rd, event.rollout_id, cluster_id, event.error)
+    return rollouts.finish(rd, event.rollout_id)

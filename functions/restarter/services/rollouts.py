@@ -1,0 +1,338 @@
+"""Rollouts: start one, and the steps the rollout state machine runs for each item.
+
+A rollout is one execution of `statemachine/rollout.asl.json`: a Map over the clusters that
+have not succeeded yet. Each item claims its place through the rollout record (the shared
+counter: a new item starts only while the failures recorded so far are under the threshold
+and the maintenance window is open), starts an ordinary restart through the intake, polls the
+restart record until it is terminal, and records its result. An item never fails the Map:
+any error becomes a failed result. Starting a rollout again with the same id resumes it:
+clusters that already succeeded are not restarted again and keep their result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from restarter.adapters.rollout_store import RolloutStore
+from restarter.adapters.stepfunctions import ExecutionStarter
+from restarter.domain.errors import ConflictError, NotFoundError, RestarterError, TransientProviderError
+from restarter.domain.models import RestartRecord, format_time, parse_time
+from restarter.domain.rollouts import (
+    ItemResult,
+    RolloutRecord,
+    RolloutSpec,
+    may_start,
+    request_for,
+    select_targets,
+    summarize,
+    window_closed,
+)
+from restarter.observability import logger
+from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient, get_dependencies
+from restarter.services.restart_intake import LOCK_MARGIN, accept_restart
+
+DEFAULT_ROLLOUTS_TABLE = "restarter-rollouts"
+POLL_SECONDS = 15
+MIN_FIRST_WAIT_SECONDS = 15
+MAX_FIRST_WAIT_SECONDS = 900
+
+
+@dataclass
+class RolloutDependencies:
+    deps: Dependencies
+    store: RolloutStore
+    sfn: Any
+    executions: ExecutionStarter | None
+
+
+def build_rollout_dependencies(deps: Dependencies, env: dict[str, str] | None = None) -> RolloutDependencies:
+    env = dict(os.environ) if env is None else env
+    session = boto3.session.Session(region_name=deps.settings.region)
+    dynamodb = LazyClient(session, "dynamodb", SERVICE_CLIENT_CONFIG)
+    sfn = LazyClient(session, "stepfunctions", SERVICE_CLIENT_CONFIG)
+    arn = env.get("ROLLOUT_STATE_MACHINE_ARN") or None
+    return RolloutDependencies(
+        deps=deps,
+        store=RolloutStore(dynamodb, env.get("ROLLOUTS_TABLE", DEFAULT_ROLLOUTS_TABLE)),
+        sfn=sfn,
+        executions=ExecutionStarter(sfn, arn) if arn else None,
+    )
+
+
+_built: RolloutDependencies | None = None
+_current: RolloutDependencies | None = None
+
+
+def get_rollout_dependencies() -> RolloutDependencies:
+    """The installed set, else one built (once per container) around the service dependencies."""
+    global _built  # noqa: PLW0603 - one set per container, built on first use
+    if _current is not None:
+        return _current
+    deps = get_dependencies()
+    if _built is None or _built.deps is not deps:
+        _built = build_rollout_dependencies(deps)
+    return _built
+
+
+def use_rollout_dependencies(dependencies: RolloutDependencies | None) -> None:
+    """Install a set (tests, the local runtime); None goes back to the one built from settings."""
+    global _current  # noqa: PLW0603
+    _current = dependencies
+
+
+def new_rollout_id() -> str:
+    return f"rol_{secrets.token_hex(8)}"
+
+
+# ---------------------------------------------------------------- starting (and resuming)
+
+
+def start_rollout(
+    rd: RolloutDependencies, spec: RolloutSpec, *, rollout_id: str | None = None, requested_by: str
+) -> RolloutRecord:
+    """Start a rollout, or resume the one with this id (its stored spec and targets win)."""
+    deps = rd.deps
+    now = deps.clock.now()
+    rollout_id = rollout_id or new_rollout_id()
+    stored = rd.store.get(rollout_id)
+    if stored is not None:
+        record, version = stored
+        if record.status == "running" and _still_running(rd, record.execution_arn):
+            raise ConflictError("The rollout is still running", {"rollout_id": rollout_id})
+        record.results = [
+            r if r.status == "succeeded" else ItemResult(cluster_id=r.cluster_id, name=r.name) for r in record.results
+        ]
+        record.attempt += 1
+        record.status = "running"
+        record.completed_at = None
+        rd.store.put(record, version)
+    else:
+        targets = select_targets(spec, deps.clusters.list_all())
+        for cluster in targets:
+            request_for(spec, cluster)  # a body that cannot be valid fails the start, not every item
+        record = RolloutRecord(
+            rollout_id=rollout_id,
+            spec=spec,
+            requested_by=requested_by,
+            created_at=format_time(now),
+            results=[ItemResult(cluster_id=c.id, name=c.name) for c in targets],
+        )
+        rd.store.put(record, None)
+
+    items = [r.cluster_id for r in record.results if r.status != "succeeded"]
+    if not items:
+        return rd.store.update(rollout_id, _complete(format_time(now)))
+    if rd.executions is None:
+        raise RestarterError("No rollout state machine is configured", {"setting": "ROLLOUT_STATE_MACHINE_ARN"})
+    execution_arn = rd.executions.start(
+        f"{rollout_id}-{record.attempt}",
+        {"rollout_id": rollout_id, "items": items, "max_concurrency": record.spec.max_concurrency},
+    )
+
+    def _started(current: RolloutRecord) -> None:
+        current.execution_arn = execution_arn
+
+    logger.info("rollout started", rollout_id=rollout_id, attempt=record.attempt, items=len(items))
+    return rd.store.update(rollout_id, _started)
+
+
+def _still_running(rd: RolloutDependencies, execution_arn: str | None) -> bool:
+    if not execution_arn:
+        return False
+    try:
+        return bool(rd.sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING")
+    except ClientError:  # unknown execution: nothing is running it
+        return False
+
+
+def _complete(at: str) -> Callable[[RolloutRecord], None]:
+    def change(record: RolloutRecord) -> None:
+        record.status = "completed"
+        record.completed_at = at
+
+    return change
+
+
+# ---------------------------------------------------------------- the state machine's steps
+
+
+def _load(rd: RolloutDependencies, rollout_id: str) -> RolloutRecord:
+    stored = rd.store.get(rollout_id)
+    if stored is None:
+        raise NotFoundError("Rollout not found", {"rollout_id": rollout_id})
+    return stored[0]
+
+
+def _output(item: ItemResult, wait_seconds: int = 0) -> dict[str, Any]:
+    return {
+        "status": item.status,
+        "restart_id": item.restart_id,
+        "wait_seconds": wait_seconds,
+        "result": item.model_dump(mode="json"),
+    }
+
+
+def start_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str) -> dict[str, Any]:
+    """Claim the item and start its restart, or skip it (threshold reached, window closed)."""
+    deps = rd.deps
+    current = _load(rd, rollout_id).result(cluster_id)
+    if current.finished:
+        return _output(current)  # already decided (a resumed rollout passes no succeeded item)
+    if current.status == "running" and current.restart_id:
+        return _output(current, POLL_SECONDS)  # a retried call: keep following the restart
+
+    now = deps.clock.now()
+    stamp = format_time(now)
+
+    def claim(record: RolloutRecord) -> None:
+        item = record.result(cluster_id)
+        if item.status == "running":
+            return  # claimed by an earlier try of this call
+        if window_closed(record.spec, now):
+            item.status, item.error = "skipped_window_closed", "The maintenance window closed before it started"
+        elif not may_start(record.results, record.spec):
+            item.status, item.error = "skipped", "The rollout's failure threshold was reached"
+        else:
+            item.status, item.error = "running", None
+            item.started_at = stamp
+            return
+        item.success = False
+        item.finished_at = stamp
+
+    record = rd.store.update(rollout_id, claim)
+    item = record.result(cluster_id)
+    if item.status != "running":
+        logger.info("rollout item skipped", rollout_id=rollout_id, cluster_id=cluster_id, status=item.status)
+        return _output(item)
+
+    try:
+        cluster = deps.clusters.get(cluster_id)
+        if cluster is None:
+            raise NotFoundError("Cluster not found", {"cluster_id": cluster_id})
+        restart = accept_restart(
+            deps,
+            cluster_id,
+            request_for(record.spec, cluster),
+            trigger="schedule",
+            requested_by=f"rollout:{rollout_id}",
+        )
+    except TransientProviderError:
+        raise  # the state machine retries this step; the claim stays ours
+    except RestarterError as exc:
+        return _output(_record_failure(rd, rollout_id, cluster_id, exc.message))
+
+    def started(current_record: RolloutRecord) -> None:
+        current_record.result(cluster_id).restart_id = restart.id
+
+    item = rd.store.update(rollout_id, started).result(cluster_id)
+    return _output(item, _first_wait(restart, now))
+
+
+def _first_wait(restart: RestartRecord, now: datetime) -> int:
+    """The first poll comes about when the restart is expected to be done."""
+    expected = (parse_time(restart.estimated_completion_time) - now).total_seconds()
+    return int(min(MAX_FIRST_WAIT_SECONDS, max(MIN_FIRST_WAIT_SECONDS, expected)))
+
+
+def poll_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str, restart_id: str) -> dict[str, Any]:
+    deps = rd.deps
+    stored = deps.restarts.get(restart_id)
+    done = stored is None or stored[0].is_terminal or deps.clock.now() > parse_time(stored[0].deadline) + LOCK_MARGIN
+    return {"done": done, "wait_seconds": POLL_SECONDS, "restart_id": restart_id, "cluster_id": cluster_id}
+
+
+def finish_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str, restart_id: str) -> dict[str, Any]:
+    """Record the item's result from its restart record (this updates the shared counter)."""
+    deps = rd.deps
+    stored = deps.restarts.get(restart_id)
+    stamp = format_time(deps.clock.now())
+
+    def finished(record: RolloutRecord) -> None:
+        item = record.result(cluster_id)
+        item.restart_id = restart_id
+        item.finished_at = stamp
+        if stored is None:
+            item.status, item.success, item.error = "failed", False, "The restart record is missing"
+            return
+        restart = stored[0]
+        item.success = restart.status == "ready"
+        item.status = "succeeded" if item.success else "failed"
+        item.downtime_seconds = restart.downtime_seconds
+        item.updates_applied = list(restart.configuration_updates.applied)
+        if item.success:
+            item.error = None
+        elif restart.error is not None:
+            item.error = restart.error.message
+        elif restart.is_terminal:
+            item.error = f"The restart ended {restart.status}"
+        else:
+            item.error = "The restart did not finish in time"
+
+    item = rd.store.update(rollout_id, finished).result(cluster_id)
+    logger.info("rollout item finished", rollout_id=rollout_id, cluster_id=cluster_id, status=item.status)
+    return _output(item)
+
+
+def fail_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str, error: dict[str, Any]) -> dict[str, Any]:
+    """A step of this item failed for good (the state machine caught it): a failed result."""
+    return _output(_record_failure(rd, rollout_id, cluster_id, _error_message(error)))
+
+
+def _record_failure(rd: RolloutDependencies, rollout_id: str, cluster_id: str, message: str) -> ItemResult:
+    stamp = format_time(rd.deps.clock.now())
+
+    def failed(record: RolloutRecord) -> None:
+        item = record.result(cluster_id)
+        if item.status == "succeeded":
+            return
+        item.status, item.success, item.error, item.finished_at = "failed", False, message, stamp
+
+    logger.warning("rollout item failed", rollout_id=rollout_id, cluster_id=cluster_id, error=message)
+    return rd.store.update(rollout_id, failed).result(cluster_id)
+
+
+def _error_message(error: dict[str, Any]) -> str:
+    """The message of a Step Functions error (`Cause` holds the Lambda's error as JSON)."""
+    name = str(error.get("Error", "Error"))
+    cause = error.get("Cause")
+    if isinstance(cause, str):
+        try:
+            parsed = json.loads(cause)
+        except ValueError:
+            return f"{name}: {cause}"[:500]
+        if isinstance(parsed, dict) and parsed.get("errorMessage"):
+            return f"{parsed.get('errorType', name)}: {parsed['errorMessage']}"[:500]
+    return name
+
+
+def finish(rd: RolloutDependencies, rollout_id: str) -> dict[str, Any]:
+    """The rollout's report; items that never got a result (an aborted run) are failed."""
+    stamp = format_time(rd.deps.clock.now())
+
+    def completed(record: RolloutRecord) -> None:
+        for item in record.results:
+            if not item.finished:
+                item.status, item.success = "failed", False
+                item.error = item.error or "The item did not report a result"
+                item.finished_at = stamp
+        _complete(stamp)(record)
+
+    record = rd.store.update(rollout_id, completed)
+    summary = summarize(record)
+    logger.info(
+        "rollout finished",
+        rollout_id=rollout_id,
+        successful=summary["successful_updates"],
+        failed=summary["failed"],
+        skipped=summary["skipped"],
+    )
+    return summary

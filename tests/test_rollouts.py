@@ -1,0 +1,378 @@
+"""Rollouts: the seed's maintenance-window batch as one execution of `statemachine/rollout.asl.json`.
+
+Pure rules first (targets, production policy, image overrides, failure threshold, window), then
+end to end on the embedded AWS: the real rollout ASL on moto's Step Functions interpreter, the
+real RolloutStepFunction handler, real restarts underneath.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from tests.conftest import EVENTS, REPO
+
+from restarter.domain.errors import NotFoundError, RequestValidationError
+from restarter.domain.models import Cluster, ContainerSpec
+from restarter.domain.rollouts import (
+    ItemResult,
+    RolloutRecord,
+    RolloutSpec,
+    may_start,
+    request_for,
+    select_targets,
+    summarize,
+    window_closed,
+)
+from restarter.handlers.rollout_step import RolloutStepEvent
+from restarter.local.engine import FunctionSpec, LocalAws, _empty_zip
+from restarter.services.rollouts import (
+    RolloutDependencies,
+    build_rollout_dependencies,
+    start_rollout,
+    use_rollout_dependencies,
+)
+
+Seed = Callable[..., Cluster]
+
+SEED_RESULT_KEYS = {"cluster_id", "name", "success", "downtime_seconds", "updates_applied", "error"}
+
+
+# ---------------------------------------------------------------- pure rules
+
+
+def cluster(cluster_id: str, name: str, **labels: str) -> Cluster:
+    return Cluster(
+        id=cluster_id,
+        name=name,
+        region="us-east-1",
+        instance_ids=["i-0123456789abcdef0"],
+        instance_type="g5.xlarge",
+        labels=labels,
+        container=ContainerSpec(image="tensorone/pytorch:2.1-cuda12.1"),
+    )
+
+
+FLEET = [
+    cluster("cluster_c", "prod-inference", env="production", team="ml"),
+    cluster("cluster_a", "ml-training", env="dev", team="ml"),
+    cluster("cluster_b", "eval-cluster", env="dev", team="research"),
+]
+
+
+def spec(**fields: Any) -> RolloutSpec:
+    body: dict[str, Any] = {"maintenance_window": {"id": "mw-2024-01-15"}, "cluster_ids": ["cluster_a"]}
+    body.update(fields)
+    return RolloutSpec.model_validate(body)
+
+
+def results(*statuses: str) -> list[ItemResult]:
+    return [ItemResult(cluster_id=f"cluster_{i}", name=f"c{i}", status=s) for i, s in enumerate(statuses)]  # type: ignore[arg-type]
+
+
+def test_targets_by_ids_keep_the_given_order_and_must_exist() -> None:
+    assert [c.id for c in select_targets(spec(cluster_ids=["cluster_c", "cluster_a"]), FLEET)] == [
+        "cluster_c",
+        "cluster_a",
+    ]
+    with pytest.raises(NotFoundError):
+        select_targets(spec(cluster_ids=["cluster_a", "cluster_zzz"]), FLEET)
+
+
+def test_targets_by_labels_and_by_name_pattern() -> None:
+    by_labels = select_targets(spec(cluster_ids=None, labels={"team": "ml"}), FLEET)
+    assert [c.id for c in by_labels] == ["cluster_a", "cluster_c"]
+    by_name = select_targets(spec(cluster_ids=None, name_pattern="*-cluster"), FLEET)
+    assert [c.id for c in by_name] == ["cluster_b"]
+
+
+def test_exactly_one_target_selector_and_a_valid_request_body() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        spec(labels={"team": "ml"})
+    with pytest.raises(ValueError, match="exactly one"):
+        spec(cluster_ids=None)
+    with pytest.raises(RequestValidationError):
+        spec(request={"grace_period_minutes": 99})
+    with pytest.raises(ValueError):
+        spec(max_concurrency=51)
+
+
+def test_production_label_drives_the_gentler_settings_and_images_override_per_cluster() -> None:
+    rollout = spec(
+        request={"wait_for_ready": True, "timeout_minutes": 20, "apply_system_updates": True},
+        docker_updates={"cluster_a": "tensorone/pytorch:2.2-cuda12.1"},
+    )
+    prod = request_for(rollout, FLEET[0])
+    dev = request_for(rollout, FLEET[1])
+
+    assert (prod.grace_period_minutes, prod.preserve_state) == (15, True)
+    assert (dev.grace_period_minutes, dev.preserve_state) == (5, False)
+    assert dev.update_docker_image == "tensorone/pytorch:2.2-cuda12.1"
+    assert prod.update_docker_image is None
+    assert prod.restart_reason == dev.restart_reason == "Maintenance window: mw-2024-01-15"
+    assert dev.apply_system_updates and dev.timeout_minutes == 20
+
+    # the label, not the name, decides; and another label can be named production
+    named_prod = cluster("cluster_x", "prod-but-unlabelled")
+    assert request_for(rollout, named_prod).preserve_state is False
+    custom = spec(production_label="tier=critical")
+    assert request_for(custom, cluster("cluster_y", "y", tier="critical")).preserve_state is True
+
+
+def test_failure_threshold_by_count_and_by_percentage() -> None:
+    by_count = spec(failure_threshold={"count": 2})
+    assert may_start(results("failed", "pending", "pending"), by_count)
+    assert not may_start(results("failed", "failed", "pending"), by_count)
+
+    by_share = spec(failure_threshold={"percentage": 25})
+    assert may_start(results("failed", "succeeded", "running", "pending", "pending"), by_share)  # 20 %
+    assert not may_start(results("failed", "succeeded", "pending", "pending"), by_share)  # 25 %
+
+    unlimited = spec()
+    assert may_start(results("failed", "failed", "pending"), unlimited)
+    with pytest.raises(ValueError):
+        spec(failure_threshold={"count": 1, "percentage": 10})
+
+
+def test_window_closes_at_its_end() -> None:
+    end = datetime(2024, 1, 15, 18, 0, tzinfo=UTC)
+    rollout = spec(maintenance_window={"id": "mw", "end": "2024-01-15T18:00:00Z"})
+    assert not window_closed(rollout, end - timedelta(seconds=1))
+    assert window_closed(rollout, end)
+    assert not window_closed(spec(), end)
+
+
+def test_summary_is_the_seeds_shape() -> None:
+    record = RolloutRecord(
+        rollout_id="rol_abc",
+        spec=spec(),
+        requested_by="tests",
+        created_at="2024-01-15T17:00:00Z",
+        results=[
+            ItemResult(cluster_id="cluster_a", name="a", status="succeeded", success=True, downtime_seconds=90),
+            ItemResult(cluster_id="cluster_b", name="b", status="failed", error="boom"),
+            ItemResult(cluster_id="cluster_c", name="c", status="skipped"),
+        ],
+    )
+    summary = summarize(record)
+    assert summary["maintenance_window"] == "mw-2024-01-15"
+    assert (summary["total_clusters"], summary["successful_updates"], summary["failed"], summary["skipped"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
+    assert all(set(r) >= SEED_RESULT_KEYS for r in summary["results"])
+
+
+def test_sample_step_event_parses() -> None:
+    event = RolloutStepEvent.model_validate(json.loads((EVENTS / "rollout_step_start_item.json").read_text()))
+    assert event.action == "start_item" and event.cluster_id == "cluster_abc123"
+    with pytest.raises(ValueError):
+        RolloutStepEvent.model_validate({"action": "poll_item", "rollout_id": "rol_x", "cluster_id": "c"})
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def provision_rollouts(aws: LocalAws) -> RolloutDependencies:
+    """What template.yaml would add for rollouts, created the way the engine provisions the rest:
+    the RolloutsTable, the RolloutStepFunction (dispatched in-process) and the rollout state
+    machine with its definition substitution."""
+    assert aws.deps is not None
+    aws.registry.specs["RolloutStepFunction"] = FunctionSpec(
+        "RolloutStepFunction", "restarter.handlers.rollout_step.lambda_handler"
+    )
+    role_arn = aws.client("iam").get_role(RoleName="restarter-local")["Role"]["Arn"]
+    function_arn = aws.client("lambda").create_function(
+        FunctionName="RolloutStepFunction",
+        Runtime="python3.12",
+        Role=role_arn,
+        Handler="restarter.handlers.rollout_step.lambda_handler",
+        Code={"ZipFile": _empty_zip()},
+    )["FunctionArn"]
+    definition = (REPO / "statemachine" / "rollout.asl.json").read_text()
+    definition = definition.replace("${RolloutStepFunctionArn}", function_arn)
+    machine_arn = aws.client("stepfunctions").create_state_machine(
+        name="restarter-local-rollout", definition=definition, roleArn=role_arn
+    )["stateMachineArn"]
+    table = "restarter-local-RolloutsTable"
+    aws.client("dynamodb").create_table(
+        TableName=table,
+        AttributeDefinitions=[{"AttributeName": "rollout_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "rollout_id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return build_rollout_dependencies(aws.deps, {"ROLLOUTS_TABLE": table, "ROLLOUT_STATE_MACHINE_ARN": machine_arn})
+
+
+@pytest.fixture
+def rollouts(aws: LocalAws) -> Iterator[RolloutDependencies]:
+    rd = provision_rollouts(aws)
+    use_rollout_dependencies(rd)
+    yield rd
+    use_rollout_dependencies(None)
+
+
+def run_rollout(
+    aws: LocalAws, rd: RolloutDependencies, body: dict[str, Any], rollout_id: str = "rol_mw20240115"
+) -> tuple[dict[str, Any], RolloutRecord]:
+    record = start_rollout(rd, RolloutSpec.model_validate(body), rollout_id=rollout_id, requested_by="tests")
+    assert record.execution_arn
+    execution = aws.wait_for_execution(record.execution_arn, timeout=120)
+    aws.wait_for_executions(timeout=60)  # the restarts underneath
+    assert execution["status"] == "SUCCEEDED", execution
+    stored = rd.store.get(rollout_id)
+    assert stored is not None
+    return json.loads(execution["output"]), stored[0]
+
+
+def seed_fleet(seed: Seed, count: int = 4) -> list[Cluster]:
+    names = ["prod-inference", "ml-training", "eval-cluster", "batch-jobs"]
+    return [
+        seed(
+            id=f"cluster_{i:03d}",
+            name=names[i % len(names)],
+            instance_count=1,
+            labels={"team": "ml", "env": "production" if i == 0 else "dev"},
+        )
+        for i in range(count)
+    ]
+
+
+MAINTENANCE_REQUEST = {"wait_for_ready": True, "timeout_minutes": 20, "apply_system_updates": True}
+
+
+def restarts_of(aws: LocalAws, cluster_id: str) -> list[Any]:
+    assert aws.deps is not None
+    return aws.deps.restarts.list_for_cluster(cluster_id)[0]
+
+
+def test_rollout_restarts_every_target_and_reports_the_seed_shape(
+    aws: LocalAws, seed: Seed, rollouts: RolloutDependencies
+) -> None:
+    fleet = seed_fleet(seed)
+    seed(id="cluster_other", name="other", instance_count=1, labels={"team": "research"})
+
+    report, record = run_rollout(
+        aws,
+        rollouts,
+        {
+            "maintenance_window": {"id": "mw-2024-01-15"},
+            "labels": {"team": "ml"},
+            "request": MAINTENANCE_REQUEST,
+            "docker_updates": {"cluster_001": "tensorone/pytorch:2.2-cuda12.1"},
+            "max_concurrency": 2,
+        },
+    )
+
+    assert report["maintenance_window"] == "mw-2024-01-15"
+    assert (report["total_clusters"], report["successful_updates"], report["failed"], report["skipped"]) == (4, 4, 0, 0)
+    assert [r["cluster_id"] for r in report["results"]] == [c.id for c in fleet]
+    for line in report["results"]:
+        assert set(line) >= SEED_RESULT_KEYS
+        assert line["success"] is True and line["error"] is None and line["status"] == "succeeded"
+        assert isinstance(line["downtime_seconds"], int) and line["downtime_seconds"] > 0
+    by_id = {r["cluster_id"]: r for r in report["results"]}
+    assert any("docker_image" in u for u in by_id["cluster_001"]["updates_applied"])
+    assert report == summarize(record) and record.status == "completed"
+    # a sliding window of at most 2: never more items started than finished + 2
+    running, peak = 0, 0
+    for name, event in aws.registry.invocations:
+        if name == "RolloutStepFunction" and event["action"] in ("start_item", "finish_item"):
+            running += 1 if event["action"] == "start_item" else -1
+            peak = max(peak, running)
+    assert peak == 2
+    assert restarts_of(aws, "cluster_other") == []
+
+    # the production cluster got the gentler settings, the others the defaults
+    prod = restarts_of(aws, "cluster_000")[0]
+    assert prod.request["grace_period_minutes"] == 15 and prod.request["preserve_state"] is True
+    assert prod.trigger == "schedule" and prod.requested_by == "rollout:rol_mw20240115"
+    assert restarts_of(aws, "cluster_002")[0].request["grace_period_minutes"] == 5
+
+
+def test_failure_threshold_stops_new_items(aws: LocalAws, seed: Seed, rollouts: RolloutDependencies) -> None:
+    fleet = seed_fleet(seed, 3)
+    aws.agent.close_port(fleet[0].instance_ids[0], 8888)  # its new image never passes health checks
+
+    report, _ = run_rollout(
+        aws,
+        rollouts,
+        {
+            "maintenance_window": {"id": "mw-1"},
+            "cluster_ids": [c.id for c in fleet],
+            "docker_updates": {fleet[0].id: "tensorone/pytorch:2.2-cuda12.1"},
+            "max_concurrency": 1,
+            "failure_threshold": {"count": 1},
+        },
+    )
+
+    statuses = [(r["cluster_id"], r["status"], r["success"]) for r in report["results"]]
+    assert statuses == [
+        ("cluster_000", "failed", False),
+        ("cluster_001", "skipped", False),
+        ("cluster_002", "skipped", False),
+    ]
+    assert report["results"][0]["error"]
+    assert (report["successful_updates"], report["failed"], report["skipped"]) == (0, 1, 2)
+    assert restarts_of(aws, "cluster_001") == [] and restarts_of(aws, "cluster_002") == []
+
+
+def test_closed_window_starts_nothing(aws: LocalAws, seed: Seed, rollouts: RolloutDependencies) -> None:
+    fleet = seed_fleet(seed, 2)
+    ended = aws.clock.now() - timedelta(minutes=1)
+
+    report, _ = run_rollout(
+        aws,
+        rollouts,
+        {"maintenance_window": {"id": "mw-late", "end": ended.isoformat()}, "cluster_ids": [c.id for c in fleet]},
+    )
+
+    assert [r["status"] for r in report["results"]] == ["skipped_window_closed"] * 2
+    assert report["successful_updates"] == 0
+    assert all(restarts_of(aws, c.id) == [] for c in fleet)
+
+
+def test_resume_does_not_redo_succeeded_clusters(aws: LocalAws, seed: Seed, rollouts: RolloutDependencies) -> None:
+    fleet = seed_fleet(seed, 3)
+    aws.agent.close_port(fleet[1].instance_ids[0], 8888)
+    body = {
+        "maintenance_window": {"id": "mw-resume"},
+        "cluster_ids": [c.id for c in fleet],
+        "docker_updates": {fleet[1].id: "tensorone/pytorch:2.2-cuda12.1"},
+        "max_concurrency": 3,
+    }
+    first, _ = run_rollout(aws, rollouts, body)
+    assert [r["success"] for r in first["results"]] == [True, False, True]
+
+    aws.agent.open_port(fleet[1].instance_ids[0], 8888)
+    second, record = run_rollout(aws, rollouts, body)
+
+    assert [r["success"] for r in second["results"]] == [True, True, True]
+    assert record.attempt == 2
+    # the clusters that had succeeded were not restarted again and keep their first result
+    assert [len(restarts_of(aws, c.id)) for c in fleet] == [1, 2, 1]
+    assert second["results"][0] == first["results"][0] and second["results"][2] == first["results"][2]
+
+
+def test_an_item_whose_step_fails_becomes_a_failed_result(
+    aws: LocalAws, seed: Seed, rollouts: RolloutDependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = seed_fleet(seed, 2)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("intake exploded")
+
+    monkeypatch.setattr("restarter.services.rollouts.accept_restart", broken)
+
+    report, record = run_rollout(
+        aws, rollouts, {"maintenance_window": {"id": "mw-x"}, "cluster_ids": [c.id for c in fleet]}
+    )
+
+    # the state machine caught the Lambda error (no retry for it) and recorded a failed result
+    assert [(r["status"], r["error"]) for r in report["results"]] == [("failed", "RuntimeError: intake exploded")] * 2
+    assert record.status == "completed"
