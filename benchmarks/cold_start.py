@@ -22,6 +22,7 @@ HANDLERS = {
     "ApiKeyAuthorizerFunction": "restarter.handlers.authorizer",
     "QueueRestartFunction": "restarter.handlers.queue",
     "AlarmRecoveryFunction": "restarter.handlers.alarm",
+    "RolloutStepFunction": "restarter.handlers.rollout_step",
 }
 PROBE = """
 import json, os, resource, sys, time

@@ -131,4 +131,5 @@ def test_template_wires_the_state_machine_to_the_step_function() -> None:
         "ApiKeyAuthorizerFunction": "restarter.handlers.authorizer.lambda_handler",
         "QueueRestartFunction": "restarter.handlers.queue.lambda_handler",
         "AlarmRecoveryFunction": "restarter.handlers.alarm.lambda_handler",
+        "RolloutStepFunction": "restarter.handlers.rollout_step.lambda_handler",
     }

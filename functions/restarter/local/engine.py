@@ -370,14 +370,17 @@ class LocalAws:
                 Code={"ZipFile": _empty_zip()},
             )["FunctionArn"]
 
-        machine = resources["RestartStateMachine"]["Properties"]
-        definition = (REPO_ROOT / machine["DefinitionUri"]).read_text()
-        for key in machine.get("DefinitionSubstitutions", {}):
-            logical = key.removesuffix("Arn")
-            definition = definition.replace("${" + key + "}", arns[logical])
-        names["RestartStateMachine"] = self.client("stepfunctions").create_state_machine(
-            name="restarter-local-restart", definition=definition, roleArn=role_arn
-        )["stateMachineArn"]
+        sfn = self.client("stepfunctions")
+        for logical_id, resource in resources.items():
+            if resource["Type"] != "AWS::Serverless::StateMachine":
+                continue
+            machine = resource["Properties"]
+            definition = (REPO_ROOT / machine["DefinitionUri"]).read_text()
+            for key in machine.get("DefinitionSubstitutions", {}):
+                definition = definition.replace("${" + key + "}", arns[key.removesuffix("Arn")])
+            names[logical_id] = sfn.create_state_machine(
+                name=f"restarter-local-{logical_id}", definition=definition, roleArn=role_arn
+            )["stateMachineArn"]
 
         env: dict[str, str] = {"AWS_DEFAULT_REGION": REGION}
         variables = dict(
