@@ -49,6 +49,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from restarter.adapters.queues import MessageVisibility
 from restarter.domain.errors import NotFoundError, ProviderError, RequestValidationError, RestarterError
 from restarter.domain.queue_messages import (
     ROLLOUTS_NOT_SUPPORTED,
@@ -287,24 +288,20 @@ def _report(deps: Dependencies, message: QueuedMessage, failure: QueuedMessageEr
     _change_visibility(deps, message, delay)
 
 
-_sqs: tuple[Dependencies, Any] | None = None
+_visibility: tuple[Dependencies, MessageVisibility] | None = None
 
 
-def _sqs_client(deps: Dependencies) -> Any:
-    global _sqs  # noqa: PLW0603 - one client per set of dependencies, built on first failure
-    if _sqs is None or _sqs[0] is not deps:
-        _sqs = (
-            deps,
-            boto3.session.Session(region_name=deps.settings.region).client("sqs", config=SERVICE_CLIENT_CONFIG),
-        )
-    return _sqs[1]
+def _message_visibility(deps: Dependencies) -> MessageVisibility:
+    global _visibility  # noqa: PLW0603 - one client per set of dependencies, built on first failure
+    if _visibility is None or _visibility[0] is not deps:
+        session = boto3.session.Session(region_name=deps.settings.region)
+        _visibility = (deps, MessageVisibility(session.client("sqs", config=SERVICE_CLIENT_CONFIG)))
+    return _visibility[1]
 
 
 def _change_visibility(deps: Dependencies, message: QueuedMessage, seconds: int) -> None:
     try:
-        _sqs_client(deps).change_message_visibility(
-            QueueUrl=message.queue_url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
-        )
+        _message_visibility(deps).delay(message.queue_url, message.receipt_handle, seconds)
     except Exception as exc:  # best effort: the failure report alone returns the message
         logger.warning(
             "could not change the message's visibility",
