@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from restarter.adapters.aws_errors import error_code, translated
+from restarter.adapters.store import VersionedRecords
 from restarter.domain.errors import ConflictError, NotFoundError
 from restarter.domain.rollouts import RolloutRecord
 
@@ -22,44 +20,18 @@ UPDATE_ATTEMPTS = 8
 
 class RolloutStore:
     def __init__(self, client: Any, table: str) -> None:
-        self._client = client
-        self._table = table
+        self._records = VersionedRecords(client, table, "rollout_id", "rollout")
 
     def get(self, rollout_id: str) -> tuple[RolloutRecord, int] | None:
-        with translated("dynamodb:GetItem"):
-            item = self._client.get_item(
-                TableName=self._table, Key={"rollout_id": {"S": rollout_id}}, ConsistentRead=True
-            ).get("Item")
-        if not item:
+        stored = self._records.get(rollout_id)
+        if stored is None:
             return None
-        return RolloutRecord.model_validate_json(item["body"]["S"]), int(item["version"]["N"])
+        return RolloutRecord.model_validate_json(stored[0]), stored[1]
 
     def put(self, record: RolloutRecord, expected_version: int | None) -> int:
         """Write the record; `expected_version=None` means it must not exist yet."""
-        version = (expected_version or 0) + 1
-        item = {
-            "rollout_id": {"S": record.rollout_id},
-            "status": {"S": record.status},
-            "version": {"N": str(version)},
-            "body": {"S": record.model_dump_json()},
-        }
-        if expected_version is None:
-            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(rollout_id)"}
-        else:
-            condition = {
-                "ConditionExpression": "version = :v",
-                "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
-            }
-        try:
-            self._client.put_item(TableName=self._table, Item=item, **condition)
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                raise ConflictError(
-                    "The rollout record changed underneath this update", {"rollout_id": record.rollout_id}
-                ) from exc
-            with translated("dynamodb:PutItem"):
-                raise
-        return version
+        index = {"status": record.status}
+        return self._records.put(record.rollout_id, record.model_dump_json(), index, expected_version)
 
     def update(self, rollout_id: str, change: Callable[[RolloutRecord], None]) -> RolloutRecord:
         """Apply `change` to the newest record and write it back, retrying a lost race."""

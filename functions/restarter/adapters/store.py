@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -54,34 +55,39 @@ class ClusterStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-class RestartStore:
-    def __init__(self, client: Any, table: str) -> None:
+class VersionedRecords:
+    """A table of whole-JSON records, each write guarded by a `version` condition.
+
+    `key` names the partition key; `index` gives the extra attributes a record is queried by.
+    """
+
+    def __init__(self, client: Any, table: str, key: str, kind: str) -> None:
         self._client = client
         self._table = table
+        self._key = key
+        self._kind = kind
 
-    def get(self, restart_id: str) -> tuple[RestartRecord, int] | None:
-        """The record and its version (for a guarded write back)."""
+    def get(self, record_id: str) -> tuple[str, int] | None:
+        """The record's JSON body and its version."""
         with translated("dynamodb:GetItem"):
             item = self._client.get_item(
-                TableName=self._table, Key={"restart_id": {"S": restart_id}}, ConsistentRead=True
+                TableName=self._table, Key={self._key: {"S": record_id}}, ConsistentRead=True
             ).get("Item")
         if not item:
             return None
-        return RestartRecord.model_validate_json(item["body"]["S"]), int(item["version"]["N"])
+        return item["body"]["S"], int(item["version"]["N"])
 
-    def put(self, record: RestartRecord, expected_version: int | None) -> int:
-        """Write the record; `expected_version=None` means it must not exist yet."""
+    def put(self, record_id: str, body: str, index: Mapping[str, str], expected_version: int | None) -> int:
+        """Write; `expected_version=None` means it must not exist yet. A lost race is a ConflictError."""
         version = (expected_version or 0) + 1
         item = {
-            "restart_id": {"S": record.id},
-            "cluster_id": {"S": record.cluster_id},
-            "restart_initiated_at": {"S": record.restart_initiated_at},
-            "status": {"S": record.status},
+            self._key: {"S": record_id},
+            **{name: {"S": value} for name, value in index.items()},
             "version": {"N": str(version)},
-            "body": {"S": record.model_dump_json()},
+            "body": {"S": body},
         }
         if expected_version is None:
-            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(restart_id)"}
+            condition: dict[str, Any] = {"ConditionExpression": f"attribute_not_exists({self._key})"}
         else:
             condition = {
                 "ConditionExpression": "version = :v",
@@ -92,11 +98,34 @@ class RestartStore:
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
                 raise ConflictError(
-                    "The restart record changed underneath this update", {"restart_id": record.id}
+                    f"The {self._kind} record changed underneath this update", {f"{self._kind}_id": record_id}
                 ) from exc
             with translated("dynamodb:PutItem"):
                 raise
         return version
+
+
+class RestartStore:
+    def __init__(self, client: Any, table: str) -> None:
+        self._client = client
+        self._table = table
+        self._records = VersionedRecords(client, table, "restart_id", "restart")
+
+    def get(self, restart_id: str) -> tuple[RestartRecord, int] | None:
+        """The record and its version (for a guarded write back)."""
+        stored = self._records.get(restart_id)
+        if stored is None:
+            return None
+        return RestartRecord.model_validate_json(stored[0]), stored[1]
+
+    def put(self, record: RestartRecord, expected_version: int | None) -> int:
+        """Write the record; `expected_version=None` means it must not exist yet."""
+        index = {
+            "cluster_id": record.cluster_id,
+            "restart_initiated_at": record.restart_initiated_at,
+            "status": record.status,
+        }
+        return self._records.put(record.id, record.model_dump_json(), index, expected_version)
 
     def list_for_cluster(
         self, cluster_id: str, limit: int = 20, cursor: str | None = None
