@@ -4,6 +4,7 @@ every error code, tenant isolation, idempotent replay, cancel, wait_for_ready, O
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -371,6 +372,41 @@ def test_cancel_stops_the_restart_cleans_up_and_releases_the_lock(api: ApiClient
     assert api.call("GET", "/v1/clusters/cluster_abc123").json()["data"]["status"] == "running"
     again = api.call("POST", f"/v1/restarts/{restart_id}/cancel")
     assert again.status == 409 and again.json()["error"]["code"] == "INVALID_STATE"
+
+
+def test_cancel_that_races_a_step_write_still_lands(
+    api: ApiClient, seed: Seed, aws: LocalAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Given the execution writes the record between the cancel's read and its write."""
+    cluster = seed()
+    aws.agent.set_never_healthy(cluster.instance_ids[0])
+    restart_id = api.call("POST", RESTART, {"timeout_minutes": 60}).json()["data"]["restart_id"]
+    assert aws.deps is not None
+    store = aws.deps.restarts
+    read = store.get
+    raced: list[int] = []
+    api_thread = threading.current_thread()
+
+    def read_then_lose_the_race(record_id: str) -> Any:
+        stale = read(record_id)
+        if stale is not None and not raced and threading.current_thread() is api_thread:
+            fresh = read(record_id)
+            assert fresh is not None
+            raced.append(store.put(fresh[0], fresh[1]))  # a step's write lands first
+        return stale
+
+    monkeypatch.setattr(store, "get", read_then_lose_the_race)
+
+    # When the user cancels
+    answer = api.call("POST", f"/v1/restarts/{restart_id}/cancel")
+
+    # Then the cancel is accepted, not a 409, and the execution ends cancelled
+    assert raced, "the race was not staged"
+    assert answer.status == 202, answer.body
+    monkeypatch.undo()
+    aws.agent.clear_never_healthy(cluster.instance_ids[0])
+    aws.wait_for_executions()
+    assert api.call("GET", f"/v1/restarts/{restart_id}").json()["data"]["status"] == "cancelled"
 
 
 def test_wait_for_ready_gives_up_at_the_wait_budget_and_says_so(api: ApiClient, seed: Seed, aws: LocalAws) -> None:

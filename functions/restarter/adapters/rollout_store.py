@@ -1,8 +1,8 @@
 """DynamoDB persistence for rollout records (table `RolloutsTable`, key `rollout_id`).
 
 Like the restart store: the record is stored whole as JSON in `body`, every write is guarded
-by a `version` condition. Per-item results go through `update`, a read-modify-write retried on
-a lost race, so concurrent Map items never overwrite each other's results: the record is the
+by a `version` condition. Per-item results go through `update` (`store.update_record`), a read-modify-write retried
+on a lost race, so concurrent Map items never overwrite each other's results: the record is the
 rollout's shared counter.
 """
 
@@ -11,11 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from restarter.adapters.store import VersionedRecords
-from restarter.domain.errors import ConflictError, NotFoundError
+from restarter.adapters.store import VersionedRecords, update_record
 from restarter.domain.rollouts import RolloutRecord
-
-UPDATE_ATTEMPTS = 8
 
 
 class RolloutStore:
@@ -34,16 +31,4 @@ class RolloutStore:
         return self._records.put(record.rollout_id, record.model_dump_json(), index, expected_version)
 
     def update(self, rollout_id: str, change: Callable[[RolloutRecord], None]) -> RolloutRecord:
-        """Apply `change` to the newest record and write it back, retrying a lost race."""
-        for _ in range(UPDATE_ATTEMPTS):
-            stored = self.get(rollout_id)
-            if stored is None:
-                raise NotFoundError("Rollout not found", {"rollout_id": rollout_id})
-            record, version = stored
-            change(record)
-            try:
-                self.put(record, version)
-            except ConflictError:
-                continue
-            return record
-        raise ConflictError("The rollout record is too busy to update", {"rollout_id": rollout_id})
+        return update_record(self, rollout_id, "rollout", change)

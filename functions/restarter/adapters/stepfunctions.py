@@ -13,6 +13,11 @@ class ExecutionStarter:
         self._client = client
         self._arn = state_machine_arn
 
+    def execution_arn(self, name: str) -> str:
+        """The ARN a standard execution with this name gets, known before it starts."""
+        prefix, _, machine = self._arn.rpartition(":stateMachine:")
+        return f"{prefix}:execution:{machine}:{name}"
+
     def start(self, name: str, payload: dict[str, Any]) -> str:
         response = call(
             "states:StartExecution",

@@ -10,14 +10,14 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
 from restarter.adapters.aws_errors import error_code, translated
-from restarter.domain.errors import ConflictError, InvalidStateError, RequestValidationError
+from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundError, RequestValidationError
 from restarter.domain.models import Cluster, RestartRecord, format_time
 
 
@@ -105,6 +105,38 @@ class VersionedRecords:
         return version
 
 
+RecordT = TypeVar("RecordT")
+UPDATE_ATTEMPTS = 8
+
+
+class GuardedStore(Protocol[RecordT]):
+    def get(self, record_id: str, /) -> tuple[RecordT, int] | None: ...
+    def put(self, record: RecordT, expected_version: int | None, /) -> int: ...
+
+
+def update_record(
+    store: GuardedStore[RecordT], record_id: str, kind: str, change: Callable[[RecordT], None]
+) -> RecordT:
+    """Apply `change` to the newest record and write it back, retrying a lost race.
+
+    Step Functions writes restart and rollout records at every step; a writer beside it
+    (a cancel, an intake recording its execution) must re-read and re-apply, not give up.
+    `change` may raise to refuse the update; it sees a fresh record on every attempt.
+    """
+    for _ in range(UPDATE_ATTEMPTS):
+        stored = store.get(record_id)
+        if stored is None:
+            raise NotFoundError(f"{kind.capitalize()} not found", {f"{kind}_id": record_id})
+        record, version = stored
+        change(record)
+        try:
+            store.put(record, version)
+        except ConflictError:
+            continue
+        return record
+    raise ConflictError(f"The {kind} record is too busy to update", {f"{kind}_id": record_id})
+
+
 class RestartStore:
     def __init__(self, client: Any, table: str) -> None:
         self._client = client
@@ -126,6 +158,9 @@ class RestartStore:
             "status": record.status,
         }
         return self._records.put(record.id, record.model_dump_json(), index, expected_version)
+
+    def update(self, restart_id: str, change: Callable[[RestartRecord], None]) -> RestartRecord:
+        return update_record(self, restart_id, "restart", change)
 
     def list_for_cluster(
         self, cluster_id: str, limit: int = 20, cursor: str | None = None

@@ -66,20 +66,28 @@ def list_restarts(
 
 
 def cancel_restart(deps: Dependencies, tenant_id: str, restart_id: str, requested_by: str) -> RestartRecord:
-    """Ask the running execution to stop; its next step turns into cleanup (rollback, lock)."""
-    stored = deps.restarts.get(restart_id)
-    if stored is None or stored[0].tenant_id != tenant_id:
-        raise NotFoundError("Restart not found", {"restart_id": restart_id})
-    record, version = stored
-    if record.is_terminal:
-        raise InvalidStateError(
-            "Restart has already ended",
-            {"restart_id": restart_id, "current_status": record.status, "allowed_states": ["restarting"]},
-        )
-    if record.cancel_requested_at is None:
-        record.cancel_requested_at = format_time(deps.clock.now())
-        record.cancel_requested_by = requested_by
-        deps.restarts.put(record, version)
+    """Ask the running execution to stop; its next step turns into cleanup (rollback, lock).
+
+    The execution writes the same record at every step, so the flag is set with a
+    read-modify-write that re-applies after a lost race instead of answering 409.
+    """
+    newly_requested: list[bool] = []
+
+    def request_cancel(record: RestartRecord) -> None:
+        if record.tenant_id != tenant_id:
+            raise NotFoundError("Restart not found", {"restart_id": restart_id})
+        if record.is_terminal:
+            raise InvalidStateError(
+                "Restart has already ended",
+                {"restart_id": restart_id, "current_status": record.status, "allowed_states": ["restarting"]},
+            )
+        newly_requested[:] = [record.cancel_requested_at is None]
+        if record.cancel_requested_at is None:
+            record.cancel_requested_at = format_time(deps.clock.now())
+            record.cancel_requested_by = requested_by
+
+    record = deps.restarts.update(restart_id, request_cancel)
+    if newly_requested == [True]:
         deps.audit.record(
             record.cluster_id,
             "restart.cancel_requested",

@@ -128,6 +128,8 @@ def _accept(
     deps.locks.acquire(cluster.id, restart_id, now, deadline + LOCK_MARGIN)
     record: RestartRecord | None = None
     try:
+        if deps.executions is None:
+            raise RestarterError("No state machine is configured", {"setting": "STATE_MACHINE_ARN"})
         if request.environment_updates:
             target.environment_parameter = pending_environment_parameter(restart_id)
             deps.provider.put_environment(
@@ -160,7 +162,9 @@ def _accept(
             new_hourly_rate=impact.new_hourly_rate,
             rate_change_reason=impact.rate_change_reason,
         )
-        version = deps.restarts.put(record, None)
+        # Recorded before the start: once the execution runs, it owns the record and writes it.
+        record.execution_arn = deps.executions.execution_arn(restart_id)
+        deps.restarts.put(record, None)
         deps.clusters.put(
             cluster.model_copy(
                 update={
@@ -170,9 +174,7 @@ def _accept(
                 }
             )
         )
-        if deps.executions is None:
-            raise RestarterError("No state machine is configured", {"setting": "STATE_MACHINE_ARN"})
-        record.execution_arn = deps.executions.start(
+        started_arn = deps.executions.start(
             restart_id,
             {
                 "restart_id": restart_id,
@@ -180,7 +182,8 @@ def _accept(
                 "step": {"done": True, "next": first_phase, "attempt": 0},
             },
         )
-        deps.restarts.put(record, version)
+        if started_arn != record.execution_arn:
+            logger.warning("execution ARN differs from the predicted one", restart_id=restart_id)
     except Exception as exc:
         _undo_intake(deps, cluster, restart_id, record, exc)
         raise
