@@ -5,12 +5,14 @@ AlarmRecoveryFunction end to end with real-shaped events from `events/` on the e
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from tests.conftest import EventCapture, load_event
 
 from restarter.adapters.recovery_store import DEFAULT_TABLE, TABLE_ENV, RecoveryStore, recovery_table_name
@@ -262,7 +264,13 @@ def recovery(aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recover
 def event(name: str = "alarm_state_change_instance.json", *, event_id: str | None = None, **detail: Any) -> Any:
     sample = copy.deepcopy(load_event(name))
     if event_id is not None:
+        # another firing: a new event id and a new transition time (the transition's identity)
         sample["id"] = event_id
+        seconds = int(hashlib.sha256(event_id.encode()).hexdigest(), 16) % 3600
+        sample["detail"]["state"] = {
+            **sample["detail"]["state"],
+            "timestamp": f"2019-10-02T{17 + seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.000+0000",
+        }
     sample["detail"].update(detail)
     return sample
 
@@ -299,8 +307,9 @@ def test_given_an_instance_mapped_cluster_when_its_alarm_goes_ok_to_alarm_then_a
     aws: LocalAws, seed: Seed, recovery: RecoveryStore, published: EventCapture
 ) -> None:
     cluster = seed_instance_cluster(seed)
+    sample = event()
 
-    data = send(event())
+    data = send(sample)
 
     assert data["action"] == "recovery_started"
     assert (data["cluster_id"], data["strategy"]) == (cluster.id, "restart")
@@ -311,7 +320,10 @@ def test_given_an_instance_mapped_cluster_when_its_alarm_goes_ok_to_alarm_then_a
     assert record.reason == "Error recovery - forced restart (alarm ServerCpuTooHigh)"
     [stored] = recovery.history(cluster.id, aws.clock.now() - timedelta(hours=1))
     assert (stored.strategy, stored.restart_id, stored.alarm_name) == ("restart", record.id, "ServerCpuTooHigh")
-    assert stored.event_id == "c4c1c1c9-6542-e61b-6ef0-8c4d36933a92"
+    # the transition's id: from the alarm ARN and the state's timestamp, as for the Lambda action shape
+    assert stored.event_id == alarm_handler.lambda_action_event_id(
+        sample["resources"][0], sample["detail"]["state"]["timestamp"]
+    )
     [audited] = alarm_audit(aws, cluster.id)
     assert audited["outcome"] == "recovery_started" and audited["details"]["mapped_by"] == "dimension:InstanceId"
     assert "Restart Requested" in [e["detail-type"] for e in published.drain()]
@@ -540,3 +552,138 @@ def test_given_a_restart_in_flight_when_the_alarm_fires_then_it_is_recorded_and_
         ("refused", "alarm"),
     ]
     assert finished(aws, running.id).status == "ready"
+
+
+# ================================================================ the Lambda alarm action shape
+
+ACTION_ARN = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:ServerCpuTooHigh"  # events/alarm_lambda_action_*
+
+
+def action_event(name: str = "alarm_lambda_action_instance.json", *, timestamp: str | None = None) -> Any:
+    """A CloudWatch alarm invoking the function directly; `timestamp` makes it another transition."""
+    sample = copy.deepcopy(load_event(name))
+    if timestamp is not None:
+        sample["time"] = sample["alarmData"]["state"]["timestamp"] = timestamp
+    return sample
+
+
+def test_given_an_instance_mapped_cluster_when_its_alarm_action_fires_ok_to_alarm_then_a_forced_restart_ends_ready(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore
+) -> None:
+    cluster = seed_instance_cluster(seed)
+
+    data = send(action_event())
+
+    assert (data["action"], data["cluster_id"], data["strategy"]) == ("recovery_started", cluster.id, "restart")
+    record = finished(aws, data["restart_id"])
+    assert record.status == "ready"
+    assert (record.trigger, record.restart_type, record.requested_by) == ("alarm", "force", "alarm:ServerCpuTooHigh")
+    expected_id = alarm_handler.lambda_action_event_id(ACTION_ARN, "2019-10-02T17:04:40.989+0000")
+    assert data["event_id"] == expected_id
+    [stored] = recovery.history(cluster.id, aws.clock.now() - timedelta(hours=1))
+    assert (stored.event_id, stored.restart_id) == (expected_id, record.id)
+    [audited] = alarm_audit(aws, cluster.id)
+    assert audited["outcome"] == "recovery_started"
+    assert (audited["details"]["mapped_by"], audited["details"]["alarm_arn"]) == ("dimension:InstanceId", ACTION_ARN)
+
+
+def test_given_the_same_alarm_action_delivered_twice_when_handled_then_the_cluster_recovers_once(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore
+) -> None:
+    seed_instance_cluster(seed)
+
+    first = send(action_event())
+    second = send(action_event())
+
+    assert first["action"] == "recovery_started"
+    assert (second["action"], second["event_id"]) == ("duplicate", first["event_id"])
+    assert len(aws.executions()) == 1
+    assert finished(aws, first["restart_id"]).status == "ready"
+
+
+def test_given_a_later_transition_of_the_same_alarm_when_its_action_fires_then_it_is_another_event(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore
+) -> None:
+    seed_instance_cluster(seed)
+    first = send(action_event())
+    assert finished(aws, first["restart_id"]).status == "ready"
+
+    later = send(action_event(timestamp="2019-10-02T18:10:00.123+0000"))
+
+    assert later["action"] == "recovery_started"
+    assert later["event_id"] != first["event_id"]
+    assert len(aws.executions()) == 2
+
+
+def test_given_a_metric_math_alarm_action_that_maps_to_no_cluster_when_it_fires_then_it_is_answered_without_a_restart(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore
+) -> None:
+    seed()  # a cluster the alarm does not name
+    sample = action_event("alarm_lambda_action_metric_math.json")  # m1/m2 over AWS/Lambda, no dimensions
+
+    data = send(sample)
+
+    assert (data["action"], data["alarm_name"]) == ("unmapped", "Test alert")
+    assert aws.executions() == []
+    [audited] = alarm_audit(aws, f"alarm:{sample['alarmArn']}")
+    assert (audited["outcome"], audited["details"]["state"], audited["details"]["previous_state"]) == (
+        "unmapped",
+        "ALARM",
+        "OK",
+    )
+
+
+def test_given_an_alarm_action_going_back_to_ok_when_it_arrives_then_nothing_restarts(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore
+) -> None:
+    cluster = seed_instance_cluster(seed)
+    sample = action_event()
+    sample["alarmData"]["state"], sample["alarmData"]["previousState"] = (
+        sample["alarmData"]["previousState"],
+        sample["alarmData"]["state"],
+    )
+
+    data = send(sample)
+
+    assert (data["action"], data["cluster_id"]) == ("ignored", cluster.id)
+    assert aws.executions() == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"source": "aws.cloudwatch", "alarmData": {"alarmName": "ServerCpuTooHigh"}},  # no alarmArn, no state
+        {**load_event("alarm_lambda_action_instance.json"), "alarmArn": "not-an-alarm-arn"},
+        {"source": "aws.ec2", "detail": {}},  # neither shape
+        "garbage",
+    ],
+    ids=["action-without-arn-or-state", "action-with-a-bad-arn", "unknown-shape", "not-json"],
+)
+def test_given_a_malformed_event_of_either_shape_when_it_arrives_then_the_parser_refuses_it_as_before(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore, payload: Any
+) -> None:
+    seed_instance_cluster(seed)
+
+    with pytest.raises(ValidationError):
+        alarm_handler.lambda_handler(payload, LocalLambdaContext("AlarmRecoveryFunction"))
+
+    assert aws.executions() == []
+
+
+def test_given_one_transition_arrives_by_eventbridge_and_as_a_lambda_action_then_it_recovers_once(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore
+) -> None:
+    seed_instance_cluster(seed)
+    by_rule = event()
+    by_action = copy.deepcopy(load_event("alarm_lambda_action_instance.json"))
+    # the same alarm and the same transition, delivered both ways
+    by_action["alarmArn"] = by_rule["resources"][0]
+    by_action["alarmData"]["state"]["timestamp"] = by_rule["detail"]["state"]["timestamp"]
+
+    first = send(by_rule)
+    finished(aws, first["restart_id"])
+    second = send(by_action)
+
+    assert first["action"] == "recovery_started"
+    assert (second["action"], second["event_id"]) == ("duplicate", first["event_id"])
+    assert len(aws.executions()) == 1

@@ -132,4 +132,5 @@ def test_template_wires_the_state_machine_to_the_step_function() -> None:
         "QueueRestartFunction": "restarter.handlers.queue.lambda_handler",
         "AlarmRecoveryFunction": "restarter.handlers.alarm.lambda_handler",
         "RolloutStepFunction": "restarter.handlers.rollout_step.lambda_handler",
+        "ScheduledRolloutFunction": "restarter.handlers.schedule.lambda_handler",
     }

@@ -32,7 +32,8 @@ from restarter.local.engine import FunctionSpec, LocalAws, _empty_zip
 from restarter.services.rollouts import (
     RolloutDependencies,
     build_rollout_dependencies,
-    start_rollout,
+    create_rollout,
+    resume_rollout,
     use_rollout_dependencies,
 )
 
@@ -227,7 +228,12 @@ def rollouts(aws: LocalAws) -> Iterator[RolloutDependencies]:
 def run_rollout(
     aws: LocalAws, rd: RolloutDependencies, body: dict[str, Any], rollout_id: str = "rol_mw20240115"
 ) -> tuple[dict[str, Any], RolloutRecord]:
-    record = start_rollout(rd, RolloutSpec.model_validate(body), rollout_id=rollout_id, requested_by="tests")
+    if rd.store.get(rollout_id) is None:
+        spec = RolloutSpec.model_validate(body)
+        record, created = create_rollout(rd, spec, rollout_id=rollout_id, requested_by="tests", trigger="schedule")
+        assert created
+    else:
+        record = resume_rollout(rd, rollout_id)
     assert record.execution_arn
     execution = aws.wait_for_execution(record.execution_arn, timeout=120)
     aws.wait_for_executions(timeout=60)  # the restarts underneath

@@ -9,6 +9,7 @@ item may start and what the report says.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ ROLLOUT_ID_PATTERN = r"^rol_[A-Za-z0-9_-]{1,64}$"
 ItemStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "skipped_window_closed"]
 FINISHED_ITEM_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "skipped_window_closed"})
 RolloutStatus = Literal["running", "completed"]
+RolloutTrigger = Literal["api", "schedule", "queue", "cli"]
 
 # The seed's maintenance settings: production clusters get the gentler treatment.
 PRODUCTION_GRACE_PERIOD_MINUTES = 15
@@ -59,13 +61,15 @@ class FailureThreshold(BaseModel):
         return self
 
 
-class RolloutSpec(BaseModel):
+class RolloutTargets(BaseModel):
+    """What a rollout does and to which clusters, without its window: what a schedule stores
+    (each firing gets its own window)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    maintenance_window: MaintenanceWindow
-    cluster_ids: list[str] | None = Field(default=None, min_length=1)
+    cluster_ids: list[str] | None = Field(default=None, min_length=1, max_length=1000)
     labels: dict[str, str] | None = Field(default=None, min_length=1)
-    name_pattern: str | None = Field(default=None, min_length=1)
+    name_pattern: str | None = Field(default=None, min_length=1, max_length=256)
     request: dict[str, Any] = Field(default_factory=dict)
     docker_updates: dict[str, str] = Field(default_factory=dict)
     production_label: str = Field(default="env=production", pattern=r"^[^=]+=.*$")
@@ -73,7 +77,7 @@ class RolloutSpec(BaseModel):
     failure_threshold: FailureThreshold = Field(default_factory=FailureThreshold)
 
     @model_validator(mode="after")
-    def _valid(self) -> RolloutSpec:
+    def _valid(self) -> RolloutTargets:
         given = [name for name in ("cluster_ids", "labels", "name_pattern") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of cluster_ids, labels, name_pattern")
@@ -84,6 +88,10 @@ class RolloutSpec(BaseModel):
             if not cluster_id:
                 raise ValueError("docker_updates keys are cluster ids")
         return self
+
+
+class RolloutSpec(RolloutTargets):
+    maintenance_window: MaintenanceWindow
 
 
 class ItemResult(BaseModel):
@@ -110,6 +118,9 @@ class RolloutRecord(BaseModel):
     spec: RolloutSpec
     status: RolloutStatus = "running"
     requested_by: str
+    # None: an operator's rollout (queue, CLI) over every tenant's clusters
+    tenant_id: str | None = None
+    trigger: RolloutTrigger = "api"
     created_at: str
     completed_at: str | None = None
     attempt: int = 1
@@ -127,12 +138,18 @@ class RolloutRecord(BaseModel):
 # ---------------------------------------------------------------- rules
 
 
+def rollout_id_for_key(key: str) -> str:
+    """A rollout id derived from a delivery's key (an Idempotency-Key, a queue message's
+    business key): the same key always names the same rollout."""
+    return "rol_k" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
 def _label_pair(label: str) -> tuple[str, str]:
     key, _, value = label.partition("=")
     return key, value
 
 
-def select_targets(spec: RolloutSpec, clusters: list[Cluster]) -> list[Cluster]:
+def select_targets(spec: RolloutTargets, clusters: list[Cluster]) -> list[Cluster]:
     """The clusters the rollout covers: by ids (in the given order, all must exist), by labels
     (every pair must match) or by a glob on the name (sorted by id)."""
     if spec.cluster_ids is not None:
@@ -195,6 +212,10 @@ def summarize(rollout: RolloutRecord) -> dict[str, Any]:
     return {
         "rollout_id": rollout.rollout_id,
         "status": rollout.status,
+        "trigger": rollout.trigger,
+        "created_at": rollout.created_at,
+        "completed_at": rollout.completed_at,
+        "attempt": rollout.attempt,
         "maintenance_window": rollout.spec.maintenance_window.id,
         "total_clusters": len(results),
         "successful_updates": sum(1 for r in results if r.success),

@@ -27,6 +27,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from restarter.domain.auth import ForbiddenError, Principal, require_scope
 from restarter.domain.errors import RestarterError
 from restarter.domain.models import RestartRequest
+from restarter.domain.rollouts import ROLLOUT_ID_PATTERN, RolloutSpec, rollout_id_for_key
+from restarter.domain.schedules import SCHEDULE_NAME_PATTERN, ScheduleRequest
 from restarter.domain.validation import field_path
 from restarter.handlers.api_models import (
     API_PREFIX,
@@ -37,12 +39,17 @@ from restarter.handlers.api_models import (
     RestartAcceptedResponse,
     RestartListResponse,
     RestartResponse,
+    RolloutResponse,
+    ScheduleCreatedResponse,
+    ScheduleListResponse,
+    ScheduleResponse,
     cluster_view,
     restart_accepted,
     restart_view,
+    rollout_view,
 )
 from restarter.observability import logger, metrics
-from restarter.services import restart_api
+from restarter.services import restart_api, rollouts, schedules
 from restarter.services.dependencies import get_dependencies
 from restarter.services.restart_intake import accept_restart
 
@@ -381,6 +388,144 @@ def cancel_restart(restart_id: Annotated[str, Path(pattern=RESTART_ID)]) -> Resp
         get_dependencies(), principal.tenant_id, restart_id, f"{principal.tenant_id}/{principal.key_id}"
     )
     return _ok(restart_view(record), status=202)
+
+
+# ------------------------------------------------------------------ rollouts
+
+
+def _idempotency_key() -> str | None:
+    headers = app.current_event.headers
+    key = headers.get("idempotency-key") or headers.get("Idempotency-Key")
+    return key[:200] if key else None
+
+
+@app.post(
+    f"{API_PREFIX}/rollouts",
+    summary="Start a rollout: one restart request over many clusters",
+    description=(
+        "Targets by `cluster_ids`, `labels` or `name_pattern` (your clusters only); `max_concurrency` restarts at a "
+        "time; a `failure_threshold` after which no new restart starts; no restart starts after "
+        "`maintenance_window.end`. Production clusters (the `production_label`) get a 15-minute grace period and "
+        "`preserve_state`. An `Idempotency-Key` header makes a retried request answer the same rollout."
+    ),
+    tags=["Rollouts"],
+    responses=_documented(202, "Rollout started", RolloutResponse),
+)
+def start_rollout(body: Annotated[RolloutSpec, Body()]) -> Response[str]:
+    principal = _principal()
+    require_scope(principal, "restart")
+    key = _idempotency_key()
+    rollout_id = rollout_id_for_key(f"{principal.tenant_id}#{key}") if key else None
+    record, created = rollouts.create_rollout(
+        rollouts.get_rollout_dependencies(),
+        body,
+        requested_by=f"{principal.tenant_id}/{principal.key_id}",
+        tenant_id=principal.tenant_id,
+        trigger="api",
+        rollout_id=rollout_id,
+    )
+    if not created and record.spec != body:
+        _audit_refusal("CONFLICT", "Idempotency-Key reused with a different rollout")
+        return _error(
+            409,
+            "CONFLICT",
+            "This Idempotency-Key was used with a different request",
+            {"header": "Idempotency-Key", "rollout_id": record.rollout_id},
+        )
+    return _ok(rollout_view(record), status=202 if created else 200, replayed=not created)
+
+
+@app.get(
+    f"{API_PREFIX}/rollouts/<rollout_id>",
+    summary="Get a rollout: per-cluster results in the seed's shape",
+    tags=["Rollouts"],
+    responses=_documented(200, "The rollout", RolloutResponse),
+)
+def get_rollout(rollout_id: Annotated[str, Path(pattern=ROLLOUT_ID_PATTERN)]) -> Response[str]:
+    principal = _principal()
+    require_scope(principal, "read")
+    record = rollouts.get_rollout(rollouts.get_rollout_dependencies(), rollout_id, tenant_id=principal.tenant_id)
+    return _ok(rollout_view(record))
+
+
+@app.post(
+    f"{API_PREFIX}/rollouts/<rollout_id>/resume",
+    summary="Resume a rollout: run again every cluster that has not succeeded",
+    description="Clusters that succeeded keep their result and are not restarted again.",
+    tags=["Rollouts"],
+    responses=_documented(202, "Rollout resumed", RolloutResponse),
+)
+def resume_rollout(rollout_id: Annotated[str, Path(pattern=ROLLOUT_ID_PATTERN)]) -> Response[str]:
+    principal = _principal()
+    require_scope(principal, "restart")
+    record = rollouts.resume_rollout(rollouts.get_rollout_dependencies(), rollout_id, tenant_id=principal.tenant_id)
+    return _ok(rollout_view(record), status=202)
+
+
+# ------------------------------------------------------------------ schedules
+
+
+@app.post(
+    f"{API_PREFIX}/schedules",
+    summary="Schedule a maintenance rollout (EventBridge Scheduler)",
+    description=(
+        "`at(...)` once, `rate(...)` or `cron(...)` repeatedly, in `timezone`. Each firing resolves the targets "
+        "anew and starts a rollout whose window ends `window_minutes` after the scheduled time. A firing "
+        "delivered twice starts one rollout."
+    ),
+    tags=["Schedules"],
+    responses=_documented(201, "Schedule created", ScheduleCreatedResponse),
+)
+def create_schedule(body: Annotated[ScheduleRequest, Body()]) -> Response[str]:
+    principal = _principal()
+    require_scope(principal, "restart")
+    deps = get_dependencies()
+    view, covered = schedules.create_schedule(
+        deps, schedules.schedule_gateway(deps), principal.tenant_id, body, f"{principal.tenant_id}/{principal.key_id}"
+    )
+    return _ok(view, status=201, clusters_now=covered)
+
+
+@app.get(
+    f"{API_PREFIX}/schedules",
+    summary="List your schedules",
+    tags=["Schedules"],
+    responses=_documented(200, "Schedules", ScheduleListResponse),
+)
+def list_schedules() -> Response[str]:
+    principal = _principal()
+    require_scope(principal, "read")
+    views = schedules.list_schedules(schedules.schedule_gateway(get_dependencies()), principal.tenant_id)
+    return _ok([v.model_dump(mode="json") for v in views])
+
+
+@app.get(
+    f"{API_PREFIX}/schedules/<name>",
+    summary="Get a schedule",
+    tags=["Schedules"],
+    responses=_documented(200, "The schedule", ScheduleResponse),
+)
+def get_schedule(name: Annotated[str, Path(pattern=SCHEDULE_NAME_PATTERN)]) -> Response[str]:
+    principal = _principal()
+    require_scope(principal, "read")
+    return _ok(schedules.get_schedule(schedules.schedule_gateway(get_dependencies()), principal.tenant_id, name))
+
+
+@app.delete(
+    f"{API_PREFIX}/schedules/<name>",
+    summary="Delete a schedule",
+    description="Future firings stop; a rollout it already started goes on.",
+    tags=["Schedules"],
+    responses=_documented(200, "Schedule deleted", ScheduleResponse),
+)
+def delete_schedule(name: Annotated[str, Path(pattern=SCHEDULE_NAME_PATTERN)]) -> Response[str]:
+    principal = _principal()
+    require_scope(principal, "restart")
+    deps = get_dependencies()
+    gateway = schedules.schedule_gateway(deps)
+    view = schedules.get_schedule(gateway, principal.tenant_id, name)
+    schedules.delete_schedule(deps, gateway, principal.tenant_id, name, f"{principal.tenant_id}/{principal.key_id}")
+    return _ok(view)
 
 
 # ------------------------------------------------------------------ the spec

@@ -19,6 +19,8 @@ from restarter.domain.models import (
     RestartRecord,
     RestartStatus,
 )
+from restarter.domain.rollouts import ItemResult, RolloutRecord, summarize
+from restarter.domain.schedules import ScheduleView
 
 API_PREFIX = "/v1"
 
@@ -214,6 +216,61 @@ class ClusterListResponse(BaseModel):
 
 
 # ---------------------------------------------------------------- filling them
+
+
+class RolloutView(BaseModel):
+    """The seed's batch result (`maintenance_window`, `total_clusters`, `successful_updates`,
+    `results[]`) plus the rollout's own state."""
+
+    rollout_id: str
+    status: str
+    trigger: str
+    created_at: str
+    completed_at: str | None = None
+    attempt: int
+    maintenance_window: str
+    total_clusters: int
+    successful_updates: int
+    failed: int
+    skipped: int
+    results: list[ItemResult]
+    links: dict[str, str]
+
+
+class RolloutResponse(BaseModel):
+    success: bool = True
+    data: RolloutView
+    meta: Meta
+
+
+class ScheduleCreatedMeta(Meta):
+    clusters_now: list[str] = Field(description="The clusters the rollout would cover if it fired now")
+
+
+class ScheduleResponse(BaseModel):
+    success: bool = True
+    data: ScheduleView
+    meta: Meta
+
+
+class ScheduleCreatedResponse(BaseModel):
+    success: bool = True
+    data: ScheduleView
+    meta: ScheduleCreatedMeta
+
+
+class ScheduleListResponse(BaseModel):
+    success: bool = True
+    data: list[ScheduleView]
+    meta: Meta
+
+
+def rollout_view(record: RolloutRecord) -> RolloutView:
+    summary = summarize(record)
+    links = {"self": f"{API_PREFIX}/rollouts/{record.rollout_id}"}
+    if record.status == "completed" and summary["successful_updates"] < summary["total_clusters"]:
+        links["resume"] = f"{API_PREFIX}/rollouts/{record.rollout_id}/resume"
+    return RolloutView.model_validate({**summary, "links": links})
 
 
 def restart_links(record: RestartRecord) -> RestartLinks:

@@ -27,6 +27,7 @@ import boto3
 import yaml
 from moto import mock_aws
 
+from restarter.domain.schedules import fill_context_attributes
 from restarter.local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions
 from restarter.services.dependencies import Dependencies, build_dependencies, use_dependencies
 from restarter.settings import Settings
@@ -355,12 +356,25 @@ class LocalAws:
         names["RestarterEventBus"] = "restarter-local"
         self.client("events").create_event_bus(Name=names["RestarterEventBus"])
 
-        role_arn = self.client("iam").create_role(
+        iam = self.client("iam")
+        role_arn = iam.create_role(
             RoleName="restarter-local",
             AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
         )["Role"]["Arn"]
-        lam = self.client("lambda")
         arns: dict[str, str] = {}
+        sqs = self.client("sqs")
+        for logical_id, resource in resources.items():
+            if resource["Type"] == "AWS::IAM::Role":
+                arns[logical_id] = iam.create_role(
+                    RoleName=f"restarter-local-{logical_id}",
+                    AssumeRolePolicyDocument=json.dumps(resource["Properties"]["AssumeRolePolicyDocument"]),
+                )["Role"]["Arn"]
+            elif resource["Type"] == "AWS::SQS::Queue":
+                names[logical_id] = sqs.create_queue(QueueName=f"restarter-local-{logical_id}")["QueueUrl"]
+                arns[logical_id] = sqs.get_queue_attributes(QueueUrl=names[logical_id], AttributeNames=["QueueArn"])[
+                    "Attributes"
+                ]["QueueArn"]
+        lam = self.client("lambda")
         for logical_id, spec in self.registry.specs.items():
             arns[logical_id] = lam.create_function(
                 FunctionName=logical_id,
@@ -390,7 +404,9 @@ class LocalAws:
             if resource["Type"] == "AWS::Serverless::Function":
                 variables.update(resource["Properties"].get("Environment", {}).get("Variables", {}))
         for key, value in variables.items():
-            env[key] = names[value["Ref"]] if isinstance(value, dict) and "Ref" in value else str(value)
+            resolved = _resolve(value, names, arns)
+            if resolved is not None:
+                env[key] = resolved
         self.environment = env
         # what Lambda would give every function: handlers that read their own variables find them
         os.environ.update(env)
@@ -423,6 +439,37 @@ class LocalAws:
                 if raise_on_timeout:
                     raise
 
+    def rollout_executions(self) -> list[dict[str, Any]]:
+        arn = self.environment.get("ROLLOUT_STATE_MACHINE_ARN")
+        if not arn:
+            return []
+        return list(self.client("stepfunctions").list_executions(stateMachineArn=arn)["executions"])
+
+    def wait_for_rollouts(self, timeout: float = 120) -> None:
+        """Every rollout execution, then the restarts they started, to their end."""
+        for execution in self.rollout_executions():
+            self.wait_for_execution(execution["executionArn"], timeout)
+        self.wait_for_executions(timeout)
+
+    # --------------------------------------------------------------- EventBridge Scheduler
+    def fire_schedule(self, name: str, group: str, scheduled_time: datetime | None = None, *, attempt: int = 1) -> Any:
+        """Deliver one firing the way Scheduler does: the target's Input, its context attributes
+        filled in, to the target function. moto stores schedules but never fires them."""
+        described = self.client("scheduler").get_schedule(GroupName=group, Name=name)
+        if described.get("State") == "DISABLED":
+            raise ValueError(f"schedule {group}/{name} is disabled: Scheduler would not fire it")
+        target = described["Target"]
+        when = (scheduled_time or self.clock.now()).replace(microsecond=0)
+        event = json.loads(
+            fill_context_attributes(
+                target["Input"], schedule_arn=described["Arn"], scheduled_time=when, attempt=attempt
+            )
+        )
+        result, errored = self.registry.invoke(target["Arn"], event)
+        if errored:
+            raise RuntimeError(f"the schedule's target failed: {result}")
+        return result
+
     def execution_history(self, execution_arn: str) -> list[dict[str, Any]]:
         sfn = self.client("stepfunctions")
         events: list[dict[str, Any]] = []
@@ -433,6 +480,18 @@ class LocalAws:
             if not page.get("nextToken"):
                 return events
             kwargs["nextToken"] = page["nextToken"]
+
+
+def _resolve(value: Any, names: dict[str, str], arns: dict[str, str]) -> str | None:
+    """An environment value as CloudFormation would give it: `!Ref` (the name, URL or ARN we
+    made), `!GetAtt X.Arn`, or a literal; None for what the local runtime does not make."""
+    if isinstance(value, dict) and "Ref" in value:
+        return names.get(value["Ref"])
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        target = value["Fn::GetAtt"]
+        logical_id, _, attribute = (target if isinstance(target, str) else ".".join(target)).partition(".")
+        return arns.get(logical_id) if attribute == "Arn" else None
+    return str(value)
 
 
 def _empty_zip() -> bytes:

@@ -30,6 +30,7 @@ from restarter.domain.rollouts import (
     ItemResult,
     RolloutRecord,
     RolloutSpec,
+    RolloutTrigger,
     may_start,
     request_for,
     select_targets,
@@ -96,41 +97,91 @@ def new_rollout_id() -> str:
 # ---------------------------------------------------------------- starting (and resuming)
 
 
-def start_rollout(
-    rd: RolloutDependencies, spec: RolloutSpec, *, rollout_id: str | None = None, requested_by: str
-) -> RolloutRecord:
-    """Start a rollout, or resume the one with this id (its stored spec and targets win)."""
-    deps = rd.deps
-    now = deps.clock.now()
-    rollout_id = rollout_id or new_rollout_id()
-    stored = rd.store.get(rollout_id)
-    if stored is not None:
-        record, version = stored
-        if record.status == "running" and _still_running(rd, record.execution_arn):
-            raise ConflictError("The rollout is still running", {"rollout_id": rollout_id})
-        record.results = [
-            r if r.status == "succeeded" else ItemResult(cluster_id=r.cluster_id, name=r.name) for r in record.results
-        ]
-        record.attempt += 1
-        record.status = "running"
-        record.completed_at = None
-        rd.store.put(record, version)
-    else:
-        targets = select_targets(spec, deps.clusters.list_all())
-        for cluster in targets:
-            request_for(spec, cluster)  # a body that cannot be valid fails the start, not every item
-        record = RolloutRecord(
-            rollout_id=rollout_id,
-            spec=spec,
-            requested_by=requested_by,
-            created_at=format_time(now),
-            results=[ItemResult(cluster_id=c.id, name=c.name) for c in targets],
-        )
-        rd.store.put(record, None)
+def create_rollout(
+    rd: RolloutDependencies,
+    spec: RolloutSpec,
+    *,
+    requested_by: str,
+    tenant_id: str | None = None,
+    trigger: RolloutTrigger = "api",
+    rollout_id: str | None = None,
+) -> tuple[RolloutRecord, bool]:
+    """Resolve the targets (the tenant's clusters only) and start a rollout over them.
 
+    A caller that derives `rollout_id` from its delivery (a schedule's firing, a queue
+    message) gets the existing rollout back, and `False`, when the delivery comes again.
+    """
+    deps = rd.deps
+    rollout_id = rollout_id or new_rollout_id()
+    existing = rd.store.get(rollout_id)
+    if existing is not None:
+        return existing[0], False
+    visible = [c for c in deps.clusters.list_all() if tenant_id is None or c.tenant_id == tenant_id]
+    targets = select_targets(spec, visible)
+    for cluster in targets:
+        request_for(spec, cluster)  # a body that cannot be valid fails the start, not every item
+    record = RolloutRecord(
+        rollout_id=rollout_id,
+        spec=spec,
+        requested_by=requested_by,
+        tenant_id=tenant_id,
+        trigger=trigger,
+        created_at=format_time(deps.clock.now()),
+        results=[ItemResult(cluster_id=c.id, name=c.name) for c in targets],
+    )
+    try:
+        rd.store.put(record, None)
+    except ConflictError:  # the same delivery, handled at the same moment elsewhere
+        stored = rd.store.get(rollout_id)
+        if stored is None:
+            raise
+        return stored[0], False
+    deps.audit.record(
+        f"rollout:{rollout_id}",
+        "rollout.started",
+        requested_by,
+        "accepted",
+        deps.clock.now(),
+        trigger=trigger,
+        maintenance_window=spec.maintenance_window.id,
+        clusters=[c.id for c in targets],
+    )
+    return _run(rd, record), True
+
+
+def resume_rollout(rd: RolloutDependencies, rollout_id: str, *, tenant_id: str | None = None) -> RolloutRecord:
+    """Run again every cluster that has not succeeded; succeeded ones keep their result.
+    The stored spec and targets win (a window that has closed skips the rest again)."""
+    stored = rd.store.get(rollout_id)
+    if stored is None or (tenant_id is not None and stored[0].tenant_id != tenant_id):
+        raise NotFoundError("Rollout not found", {"rollout_id": rollout_id})
+    record, version = stored
+    if record.status == "running" and _still_running(rd, record.execution_arn):
+        raise ConflictError("The rollout is still running", {"rollout_id": rollout_id})
+    record.results = [
+        r if r.status == "succeeded" else ItemResult(cluster_id=r.cluster_id, name=r.name) for r in record.results
+    ]
+    record.attempt += 1
+    record.status = "running"
+    record.completed_at = None
+    rd.store.put(record, version)
+    return _run(rd, record)
+
+
+def get_rollout(rd: RolloutDependencies, rollout_id: str, *, tenant_id: str | None = None) -> RolloutRecord:
+    """Another tenant's rollout is the same 404 as a missing one."""
+    stored = rd.store.get(rollout_id)
+    if stored is None or (tenant_id is not None and stored[0].tenant_id != tenant_id):
+        raise NotFoundError("Rollout not found", {"rollout_id": rollout_id})
+    return stored[0]
+
+
+def _run(rd: RolloutDependencies, record: RolloutRecord) -> RolloutRecord:
+    """One execution over the items that have not succeeded yet."""
+    rollout_id = record.rollout_id
     items = [r.cluster_id for r in record.results if r.status != "succeeded"]
     if not items:
-        return rd.store.update(rollout_id, _complete(format_time(now)))
+        return rd.store.update(rollout_id, _complete(format_time(rd.deps.clock.now())))
     if rd.executions is None:
         raise RestarterError("No rollout state machine is configured", {"setting": "ROLLOUT_STATE_MACHINE_ARN"})
     execution_arn = rd.executions.start(
@@ -222,8 +273,9 @@ def start_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str) -> dic
             deps,
             cluster_id,
             request_for(record.spec, cluster),
-            trigger="schedule",
+            trigger=record.trigger,
             requested_by=f"rollout:{rollout_id}",
+            tenant_id=record.tenant_id,
         )
     except TransientProviderError:
         raise  # the state machine retries this step; the claim stays ours

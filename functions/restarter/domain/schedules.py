@@ -1,0 +1,222 @@
+"""Scheduled maintenance rollouts (EventBridge Scheduler), as pure rules.
+
+A schedule is stored in EventBridge Scheduler itself, one schedule group per tenant. Its
+target is the ScheduledRolloutFunction, and its `Input` is a `ScheduleFiring` with
+Scheduler's context attributes in place of the firing's facts: Scheduler replaces
+`<aws.scheduler.scheduled-time>` and the others when it invokes the target. The targets are
+resolved when the schedule fires (clusters added since are included), and each firing gets
+its own maintenance window, from the scheduled time to `window_minutes` later.
+
+A firing's rollout id is derived from the schedule's ARN and the scheduled time, so a firing
+delivered twice (Scheduler and Lambda both deliver at least once) starts one rollout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zoneinfo
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from restarter.domain.rollouts import MaintenanceWindow, RolloutSpec, RolloutTargets
+
+SCHEDULE_NAME_PATTERN = r"^[0-9A-Za-z_.-]{1,64}$"
+GROUP_PREFIX = "restarter"
+DEFAULT_WINDOW_MINUTES = 240
+
+# Scheduler's context attributes, replaced in the target's Input at each invocation.
+SCHEDULE_ARN = "<aws.scheduler.schedule-arn>"
+SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
+EXECUTION_ID = "<aws.scheduler.execution-id>"
+ATTEMPT_NUMBER = "<aws.scheduler.attempt-number>"
+
+_RATE = re.compile(r"^rate\((?P<value>[1-9][0-9]{0,5}) (?P<unit>minutes?|hours?|days?)\)$")
+_AT = re.compile(r"^at\((?P<when>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
+_CRON = re.compile(r"^cron\((?P<fields>[^()]+)\)$")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*?,/#-]+$")
+
+
+def check_schedule_expression(expression: str) -> str:
+    """Scheduler's three forms: `at(2026-12-01T02:00:00)`, `rate(7 days)`, and six-field
+    `cron(minutes hours day-of-month month day-of-week year)` with `?` in one day field."""
+    expression = expression.strip()
+    if rate := _RATE.match(expression):
+        singular = not rate["unit"].endswith("s")
+        if (rate["value"] == "1") != singular:
+            raise ValueError("rate takes a singular unit for 1 (rate(1 day)) and a plural one otherwise (rate(7 days))")
+        return expression
+    if at := _AT.match(expression):
+        try:
+            datetime.fromisoformat(at["when"])
+        except ValueError as exc:
+            raise ValueError("at() needs a real date and time, yyyy-mm-ddThh:mm:ss") from exc
+        return expression
+    if cron := _CRON.match(expression):
+        fields = cron["fields"].split()
+        if len(fields) != 6:
+            raise ValueError("cron() takes six fields: minutes hours day-of-month month day-of-week year")
+        if not all(_CRON_FIELD.match(f) for f in fields):
+            raise ValueError("cron() fields hold digits, names and * ? , - / # L W only")
+        if (fields[2] == "?") == (fields[4] == "?"):
+            raise ValueError("cron() needs ? in exactly one of day-of-month and day-of-week")
+        return expression
+    raise ValueError("expected at(yyyy-mm-ddThh:mm:ss), rate(N minutes|hours|days) or cron(six fields)")
+
+
+def is_one_time(expression: str) -> bool:
+    return expression.startswith("at(")
+
+
+class ScheduleRequest(BaseModel):
+    """The body of `POST /v1/schedules`: when, how, and the rollout each firing starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=SCHEDULE_NAME_PATTERN)
+    schedule_expression: str = Field(
+        max_length=256,
+        description="`at(yyyy-mm-ddThh:mm:ss)`, `rate(N minutes|hours|days)` or `cron(six fields)`",
+    )
+    timezone: str = Field(default="UTC", max_length=50, description="IANA time zone of the expression")
+    flexible_window_minutes: int = Field(
+        default=0, ge=0, le=1440, description="Scheduler may fire up to this late (spreads load); 0 = exactly on time"
+    )
+    window_minutes: int = Field(
+        default=DEFAULT_WINDOW_MINUTES,
+        ge=1,
+        le=1440,
+        description="The maintenance window of each firing: no restart starts later than this after the scheduled time",
+    )
+    description: str | None = Field(default=None, max_length=512)
+    enabled: bool = True
+    rollout: RolloutTargets
+
+    @field_validator("schedule_expression")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        return check_schedule_expression(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown time zone; use an IANA name such as UTC or Europe/Berlin") from exc
+        return value
+
+
+class ScheduleFiring(BaseModel):
+    """What the ScheduledRolloutFunction receives: the target's Input after Scheduler filled in
+    the context attributes."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schedule_arn: str = Field(pattern=r"^arn:aws[a-z-]*:scheduler:")
+    schedule_name: str = Field(pattern=SCHEDULE_NAME_PATTERN)
+    tenant_id: str | None = Field(default=None, min_length=1, max_length=128)
+    scheduled_time: datetime
+    execution_id: str | None = None
+    attempt: int | None = None
+    window_minutes: int = Field(default=DEFAULT_WINDOW_MINUTES, ge=1, le=1440)
+    rollout: RolloutTargets
+
+    @field_validator("scheduled_time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("scheduled_time must carry a time zone")
+        return value
+
+    def rollout_id(self) -> str:
+        """One rollout per schedule and scheduled time, however often the firing is delivered."""
+        key = f"{self.schedule_arn}|{self.scheduled_time.isoformat()}"
+        return "rol_sch_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    def rollout_spec(self) -> RolloutSpec:
+        window = MaintenanceWindow(
+            id=f"{self.schedule_name}@{self.scheduled_time.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+            end=self.scheduled_time + timedelta(minutes=self.window_minutes),
+        )
+        return RolloutSpec(**self.rollout.model_dump(exclude_unset=True), maintenance_window=window)
+
+
+def firing_input(request: ScheduleRequest, tenant_id: str | None) -> str:
+    """The target's Input: the firing with Scheduler's placeholders for what only it knows."""
+    document: dict[str, Any] = {
+        "schedule_arn": SCHEDULE_ARN,
+        "schedule_name": request.name,
+        "tenant_id": tenant_id,
+        "scheduled_time": SCHEDULED_TIME,
+        "execution_id": EXECUTION_ID,
+        "attempt": ATTEMPT_NUMBER,
+        "window_minutes": request.window_minutes,
+        "rollout": request.rollout.model_dump(mode="json", exclude_unset=True),
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
+def fill_context_attributes(template: str, *, schedule_arn: str, scheduled_time: datetime, attempt: int = 1) -> str:
+    """What Scheduler does to the Input at invocation (the local runtime fires schedules with it)."""
+    stamp = scheduled_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    execution_id = hashlib.sha256(f"{schedule_arn}|{stamp}|{attempt}".encode()).hexdigest()[:16]
+    return (
+        template.replace(SCHEDULE_ARN, schedule_arn)
+        .replace(SCHEDULED_TIME, stamp)
+        .replace(EXECUTION_ID, execution_id)
+        .replace(ATTEMPT_NUMBER, str(attempt))
+    )
+
+
+def schedule_group(tenant_id: str) -> str:
+    """One Scheduler group per tenant: a tenant lists and deletes only its own schedules.
+    Group names allow [0-9A-Za-z_.-], at most 64 characters; other tenant ids are hashed."""
+    if re.fullmatch(r"[0-9A-Za-z_.-]{1,50}", tenant_id):
+        return f"{GROUP_PREFIX}-{tenant_id}"
+    return f"{GROUP_PREFIX}-t{hashlib.sha256(tenant_id.encode()).hexdigest()[:24]}"
+
+
+class ScheduleView(BaseModel):
+    """A schedule as the API shows it."""
+
+    name: str
+    arn: str
+    schedule_expression: str
+    timezone: str
+    flexible_window_minutes: int
+    window_minutes: int
+    enabled: bool
+    description: str | None = None
+    rollout: dict[str, Any]
+    created_at: str | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+def schedule_view(described: dict[str, Any], api_prefix: str = "/v1") -> ScheduleView:
+    """From Scheduler's GetSchedule answer; the rollout comes back out of the target's Input."""
+    window = described.get("FlexibleTimeWindow") or {}
+    try:
+        document = json.loads(described.get("Target", {}).get("Input") or "{}")
+    except ValueError:
+        document = {}
+    created = described.get("CreationDate")
+    name = str(described["Name"])
+    return ScheduleView(
+        name=name,
+        arn=str(described["Arn"]),
+        schedule_expression=str(described["ScheduleExpression"]),
+        timezone=str(described.get("ScheduleExpressionTimezone") or "UTC"),
+        flexible_window_minutes=int(window.get("MaximumWindowInMinutes") or 0)
+        if window.get("Mode") == "FLEXIBLE"
+        else 0,
+        window_minutes=int(document.get("window_minutes") or DEFAULT_WINDOW_MINUTES),
+        enabled=described.get("State", "ENABLED") == "ENABLED",
+        description=described.get("Description") or None,
+        rollout=document.get("rollout") or {},
+        created_at=created.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(created, datetime) else None,
+        links={"self": f"{api_prefix}/schedules/{name}"},
+    )
