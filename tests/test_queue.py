@@ -17,7 +17,6 @@ from tests.conftest import load_event
 from restarter.domain.errors import RequestValidationError
 from restarter.domain.models import Cluster, RestartRecord
 from restarter.domain.queue_messages import (
-    ROLLOUTS_NOT_SUPPORTED,
     RestartMessage,
     RolloutMessage,
     parse_queue_message,
@@ -116,8 +115,10 @@ def test_given_a_restart_body_when_parsed_then_cluster_id_and_request_are_split(
 
 
 def test_given_a_rollout_body_when_parsed_then_it_is_a_rollout() -> None:
-    message = parse_queue_message(json.dumps({"rollout": {"clusters": ["cluster_abc123"]}}))
-    assert message == RolloutMessage(rollout={"clusters": ["cluster_abc123"]}, priority="maintenance")
+    message = parse_queue_message(json.dumps({"rollout": {"clusters": ["cluster_abc123"]}, "idempotency_key": "k1"}))
+    assert message == RolloutMessage(
+        rollout={"clusters": ["cluster_abc123"]}, idempotency_key="k1", priority="maintenance"
+    )
 
 
 @pytest.mark.parametrize(
@@ -346,34 +347,61 @@ def test_given_a_mixed_batch_when_handled_then_recovery_messages_are_processed_f
     assert started["cluster_jkl012"] <= started["cluster_ghi789"]
 
 
-def test_given_a_rollout_message_when_handled_then_it_fails_with_the_clear_reason(
+QUEUED_ROLLOUT = {
+    "maintenance_window": {"id": "driver-535"},
+    "cluster_ids": ["cluster_abc123", "cluster_def456"],
+    "request": {"apply_system_updates": True},
+    "max_concurrency": 2,
+}
+
+
+def test_given_a_rollout_message_when_handled_then_its_rollout_runs_once(aws: LocalAws, seed: Seed) -> None:
+    seed()
+    seed(id="cluster_def456", name="eval-cluster", instance_count=1, tenant_id="globex")
+    first = sqs_record({"rollout": QUEUED_ROLLOUT})
+    # another producer sends the same rollout (a different message)
+    same = sqs_record({"rollout": QUEUED_ROLLOUT})
+
+    response = handle(sqs_event(first, same))
+
+    # Then both succeed, one rollout covers both clusters (an operator's rollout spans tenants)
+    assert response == {"batchItemFailures": []}
+    [execution] = aws.rollout_executions()
+    aws.wait_for_rollouts()
+    assert aws.deps is not None
+    for cluster_id in ("cluster_abc123", "cluster_def456"):
+        [restart] = restarts_of(aws, cluster_id)
+        assert restart.trigger == "queue" and restart.status == "ready"
+    assert execution["status"] in ("RUNNING", "SUCCEEDED")
+
+
+def test_given_an_invalid_rollout_message_when_handled_then_it_fails_permanently_with_the_field(
     aws: LocalAws, seed: Seed, logged: list[logging.LogRecord]
 ) -> None:
     seed()
-    rollout = sqs_record({"rollout": {"name": "driver-535", "clusters": ["cluster_abc123"], "max_concurrency": 2}})
+    rollout = sqs_record({"rollout": {**QUEUED_ROLLOUT, "max_concurrency": 0}})
 
     response = handle(sqs_event(rollout))
 
     assert failed_ids(response) == [rollout["messageId"]]
     [entry] = [r for r in logged if getattr(r, "message_id", None) == rollout["messageId"]]
-    assert entry.reason == ROLLOUTS_NOT_SUPPORTED == "rollouts are not supported yet"  # type: ignore[attr-defined]
+    assert entry.error_code == "VALIDATION_ERROR"  # type: ignore[attr-defined]
     assert entry.failure == "permanent"  # type: ignore[attr-defined]
-    assert restarts_of(aws, "cluster_abc123") == []
+    assert aws.rollout_executions() == []
 
 
-def test_given_a_rollout_message_when_processed_by_the_service_then_the_error_is_permanent(aws: LocalAws) -> None:
+def test_given_a_rollout_message_with_an_unknown_cluster_then_the_error_is_permanent(aws: LocalAws) -> None:
     assert aws.deps is not None
     message = QueuedMessage(
         message_id=str(uuid.uuid4()),
-        body=json.dumps({"rollout": {"clusters": []}}),
+        body=json.dumps({"rollout": {**QUEUED_ROLLOUT, "cluster_ids": ["cluster_nowhere"]}}),
         queue_name="restarter-dev-maintenance",
         queue_url="https://sqs.us-east-1.amazonaws.com/123456789012/restarter-dev-maintenance",
         receipt_handle="AQEBx",
     )
     with pytest.raises(QueuedMessageError) as caught:
         queued_restarts.process_message(aws.deps, message)
-    assert caught.value.permanent is True
-    assert caught.value.reason == "rollouts are not supported yet"
+    assert caught.value.permanent is True and caught.value.code == "NOT_FOUND"
 
 
 # ---------------------------------------------------------------- end to end with SQS and a DLQ

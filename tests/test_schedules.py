@@ -317,3 +317,104 @@ def test_a_firing_that_can_never_work_is_answered_not_raised(aws: LocalAws, even
 
     assert answer["success"] is False and answer["error"]["code"] == "VALIDATION_ERROR"
     assert aws.rollout_executions() == []
+
+
+# ---------------------------------------------------------------- rollouts through the API
+
+ROLLOUT = {
+    "maintenance_window": {"id": "mw-2024-01-15"},
+    "labels": {"team": "ml"},
+    "request": {"timeout_minutes": 20},
+    "max_concurrency": 2,
+}
+
+
+def test_post_rollout_restarts_the_tenants_matching_clusters(api: ApiClient, seed: Seed, aws: LocalAws) -> None:
+    ours = ml_fleet(seed)
+    theirs = ml_fleet(seed, tenant_id="globex")
+
+    answer = api.call("POST", "/v1/rollouts", ROLLOUT)
+
+    assert answer.status == 202, answer.body
+    started = answer.json()["data"]
+    assert started["status"] == "running" and started["trigger"] == "api"
+    assert [r["cluster_id"] for r in started["results"]] == [c.id for c in ours]
+    aws.wait_for_rollouts()
+    done = api.call("GET", started["links"]["self"]).json()["data"]
+    assert (done["status"], done["total_clusters"], done["successful_updates"]) == ("completed", 2, 2)
+    assert done["maintenance_window"] == "mw-2024-01-15"
+    assert all(r["success"] and r["downtime_seconds"] > 0 for r in done["results"])
+    assert all(restarts_of(aws, c.id) == [] for c in theirs)
+    assert api.call("GET", started["links"]["self"], key="other").status == 404
+
+
+def test_a_rollout_naming_another_tenants_cluster_is_not_found(api: ApiClient, seed: Seed, aws: LocalAws) -> None:
+    theirs = ml_fleet(seed, tenant_id="globex")
+
+    answer = api.call("POST", "/v1/rollouts", {**ROLLOUT, "labels": None, "cluster_ids": [theirs[0].id]})
+
+    assert answer.status == 404 and answer.json()["error"]["code"] == "NOT_FOUND"
+    assert aws.rollout_executions() == []
+
+
+def test_a_retried_rollout_request_with_its_idempotency_key_answers_the_same_rollout(
+    api: ApiClient, seed: Seed, aws: LocalAws
+) -> None:
+    fleet = ml_fleet(seed)
+    headers = {"Idempotency-Key": "mw-2024-01-15-ml"}
+
+    first = api.call("POST", "/v1/rollouts", ROLLOUT, headers=headers)
+    again = api.call("POST", "/v1/rollouts", ROLLOUT, headers=headers)
+    other = api.call("POST", "/v1/rollouts", {**ROLLOUT, "max_concurrency": 1}, headers=headers)
+    aws.wait_for_rollouts()
+
+    assert (first.status, again.status, other.status) == (202, 200, 409)
+    assert again.json()["data"]["rollout_id"] == first.json()["data"]["rollout_id"]
+    assert again.json()["meta"]["replayed"] is True
+    assert other.json()["error"]["code"] == "CONFLICT"
+    assert [len(restarts_of(aws, c.id)) for c in fleet] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**ROLLOUT, "cluster_ids": ["a"]}, "body"),
+        ({**ROLLOUT, "max_concurrency": 0}, "max_concurrency"),
+        ({**ROLLOUT, "failure_threshold": {"count": 1, "percentage": 10}}, "failure_threshold"),
+        ({k: v for k, v in ROLLOUT.items() if k != "maintenance_window"}, "maintenance_window"),
+        ({**ROLLOUT, "surprise": True}, "surprise"),
+    ],
+)
+def test_invalid_rollouts_are_refused_with_the_field(
+    api: ApiClient, seed: Seed, aws: LocalAws, body: dict[str, Any], field: str
+) -> None:
+    ml_fleet(seed)
+
+    answer = api.call("POST", "/v1/rollouts", body)
+
+    assert answer.status == 400, answer.body
+    error = answer.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert any(field in e["field"] for e in error["details"]["errors"]), error
+    assert aws.rollout_executions() == []
+
+
+def test_resume_through_the_api_redoes_only_what_did_not_succeed(api: ApiClient, seed: Seed, aws: LocalAws) -> None:
+    fleet = ml_fleet(seed)
+    aws.agent.close_port(fleet[1].instance_ids[0], 8888)
+    body = {**ROLLOUT, "docker_updates": {fleet[1].id: "tensorone/pytorch:2.2-cuda12.1"}}
+    rollout_id = api.call("POST", "/v1/rollouts", body).json()["data"]["rollout_id"]
+    aws.wait_for_rollouts()
+    first = api.call("GET", f"/v1/rollouts/{rollout_id}").json()["data"]
+    assert [r["success"] for r in first["results"]] == [True, False]
+    assert first["links"]["resume"] == f"/v1/rollouts/{rollout_id}/resume"
+    aws.agent.open_port(fleet[1].instance_ids[0], 8888)
+
+    resumed = api.call("POST", f"/v1/rollouts/{rollout_id}/resume")
+    aws.wait_for_rollouts()
+
+    assert resumed.status == 202
+    done = api.call("GET", f"/v1/rollouts/{rollout_id}").json()["data"]
+    assert [r["success"] for r in done["results"]] == [True, True] and done["attempt"] == 2
+    assert [len(restarts_of(aws, c.id)) for c in fleet] == [1, 2]
+    assert api.call("POST", f"/v1/rollouts/{rollout_id}/resume", key="other").status == 404

@@ -25,7 +25,6 @@ DEFAULT_PRIORITY: Priority = "maintenance"
 
 CLUSTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
-ROLLOUTS_NOT_SUPPORTED = "rollouts are not supported yet"
 
 
 class MalformedMessageError(RequestValidationError):
@@ -45,7 +44,15 @@ class RolloutMessage(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     rollout: dict[str, Any]
+    idempotency_key: str | None = None
     priority: Priority = DEFAULT_PRIORITY
+
+    def business_key(self) -> str:
+        """What names the rollout: the idempotency key, else the spec itself (the same spec
+        for the same maintenance window is one rollout, whoever sends it and how often)."""
+        if self.idempotency_key is not None:
+            return f"key#{self.idempotency_key}"
+        return "spec#" + json.dumps(self.rollout, sort_keys=True, separators=(",", ":"))
 
 
 QueueMessage = RestartMessage | RolloutMessage
@@ -114,7 +121,11 @@ def parse_queue_message(
         spec = document["rollout"]
         if not isinstance(spec, dict):
             raise _invalid("rollout", "expected an object", "model_type")
-        return RolloutMessage(rollout=spec, priority=level)
+        unknown = sorted(set(document) - {"rollout", "idempotency_key"})
+        if unknown:
+            raise _invalid(unknown[0], "Extra inputs are not permitted", "extra_forbidden")
+        key = _idempotency_key(document.get("idempotency_key"), idempotency_key)
+        return RolloutMessage(rollout=spec, idempotency_key=key, priority=level)
 
     request = dict(document)
     cluster_id = request.pop("cluster_id", None)

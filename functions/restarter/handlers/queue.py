@@ -1,7 +1,8 @@
 """QueueRestartFunction: restart requests from SQS (recovery and maintenance queues, each with a DLQ).
 
 Event: a standard SQS event; each body is `{"cluster_id": "...", <the seed's request fields>}`
-(or `{"rollout": {...}}`, refused: rollouts are not supported yet). Powertools batch processing
+or a rollout, `{"rollout": {<a rollout spec>}}` (an operator's rollout over every tenant's
+clusters, started once per idempotency key or spec). Powertools batch processing
 answers `{"batchItemFailures": [...]}` so only failed messages return to the queue
 (`FunctionResponseTypes: [ReportBatchItemFailures]`). Within a batch, messages whose
 `priority` attribute is `recovery` are processed before `maintenance` ones.

@@ -15,7 +15,7 @@ whether a retry can ever succeed:
 
 - permanent (`permanent=True`): malformed JSON, invalid fields (VALIDATION_ERROR), unknown
   cluster (NOT_FOUND), provider refusals (PROVIDER_ERROR), an idempotency key reused with
-  another request (CONFLICT), rollout messages (not supported yet). The message is made
+  another request (CONFLICT), an invalid rollout spec. The message is made
   visible again at once (`ChangeMessageVisibility` 0), so it uses up the queue's
   `maxReceiveCount` within seconds and lands in the dead-letter queue instead of coming back
   for hours;
@@ -48,18 +48,21 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyValidationError,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
 from restarter.adapters.queues import MessageVisibility
 from restarter.domain.errors import NotFoundError, ProviderError, RequestValidationError, RestarterError
 from restarter.domain.queue_messages import (
-    ROLLOUTS_NOT_SUPPORTED,
     RestartMessage,
     RolloutMessage,
     parse_queue_message,
 )
+from restarter.domain.rollouts import RolloutSpec, rollout_id_for_key
+from restarter.domain.validation import validation_details
 from restarter.observability import logger
 from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies
 from restarter.services.restart_intake import accept_restart
+from restarter.services.rollouts import create_rollout, get_rollout_dependencies
 
 MESSAGE_ID_TTL_SECONDS = 24 * 3600
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
@@ -167,20 +170,38 @@ def retry_delay_seconds(failure: QueuedMessageError, receive_count: int) -> int:
 
 
 def _handle_message(*, envelope: dict[str, Any], message: QueuedMessage, deps: Dependencies) -> dict[str, Any]:
-    """Inside the message-id guard: parse, refuse rollouts, start through the business-key guard."""
+    """Inside the message-id guard: parse, then start the restart (business-key guard) or the rollout."""
     parsed = parse_queue_message(
         message.body,
         priority=message.attributes.get("priority"),
         idempotency_key=message.attributes.get("idempotency_key"),
     )
     if isinstance(parsed, RolloutMessage):
-        raise QueuedMessageError(
-            ROLLOUTS_NOT_SUPPORTED,
-            code="UNSUPPORTED_MESSAGE",
-            permanent=True,
-            details={"suggestion": "Send one restart message per cluster"},
-        )
+        return _start_rollout_once(message, parsed)
     return _start_once(deps, message, parsed)
+
+
+def _start_rollout_once(message: QueuedMessage, parsed: RolloutMessage) -> dict[str, Any]:
+    """An operator's rollout (every tenant's clusters), named by its business key: a second
+    message with the same key or the same spec answers the rollout the first one started."""
+    try:
+        spec = RolloutSpec.model_validate(parsed.rollout)
+    except ValidationError as exc:
+        errors = [{**e, "field": f"rollout.{e['field']}"} for e in validation_details(exc)]
+        raise RequestValidationError("Invalid rollout", {"errors": errors}) from exc
+    record, created = create_rollout(
+        get_rollout_dependencies(),
+        spec,
+        requested_by=message.requested_by,
+        trigger="queue",
+        rollout_id=rollout_id_for_key(parsed.business_key()),
+    )
+    return {
+        "rollout_id": record.rollout_id,
+        "started": created,
+        "total_clusters": len(record.results),
+        "priority": parsed.priority,
+    }
 
 
 def _start_once(deps: Dependencies, message: QueuedMessage, parsed: RestartMessage) -> dict[str, Any]:
