@@ -160,3 +160,52 @@ def test_the_fault_command_needs_the_servers_key(server: LocalServer, capsys: py
         capsys, "fault", "xid", "--url", server.base_url, "--api-key", "nope", "--cluster-id", "cluster_abc123"
     )
     assert code == 2 and "401" in err
+
+
+def test_schedule_create_list_delete(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys,
+        "schedule",
+        "create",
+        "weekly-patching",
+        *api_args(server),
+        "--expression",
+        "cron(0 2 ? * SUN *)",
+        "--timezone",
+        "Europe/Berlin",
+        "--name-pattern",
+        "ml-*",
+        "--max-concurrency",
+        "2",
+    )
+    assert code == 0, err
+    assert "schedule weekly-patching created: cron(0 2 ? * SUN *) (Europe/Berlin)" in out
+
+    code, out, _ = run(capsys, "schedule", "list", *api_args(server))
+    assert code == 0 and "weekly-patching" in out and "Europe/Berlin" in out
+
+    code, out, err = run(capsys, "schedule", "create", "bad", *api_args(server), "--expression", "rate(1 days)")
+    assert code == 2 and "VALIDATION_ERROR" in err
+
+    code, out, _ = run(capsys, "schedule", "delete", "weekly-patching", *api_args(server))
+    assert code == 0 and "deleted" in out
+    code, out, _ = run(capsys, "schedule", "list", *api_args(server), "--json")
+    assert json.loads(out)["data"] == []
+
+
+def test_rollout_start_wait_reports_each_cluster(
+    server: LocalServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec = tmp_path / "rollout.json"
+    spec.write_text(
+        json.dumps({"maintenance_window": {"id": "mw-cli"}, "cluster_ids": ["cluster_abc123"], "max_concurrency": 1})
+    )
+
+    code, out, err = run(capsys, "rollout", "start", str(spec), *api_args(server), "--wait")
+
+    assert code == 0, out + err
+    assert "1/1 done  1 ok" in out
+    assert "cluster_abc123" in out and "succeeded" in out
+    rollout_id = out.split()[1]
+    code, out, _ = run(capsys, "rollout", "status", rollout_id, *api_args(server), "--json")
+    assert code == 0 and json.loads(out)["status"] == "completed"

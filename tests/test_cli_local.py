@@ -65,8 +65,10 @@ def test_demo_runs_every_kind_and_reports_json(capsys: pytest.CaptureFixture[str
     assert code == 0
     report = json.loads(out)
     assert report["ok"] is True
-    assert {r["status"] for r in report["results"]} == {"ready", "rolled_back"}
-    assert {r["via"] for r in report["results"]} == {"api", "cli", "alarm", "queue"}
+    assert {r["status"] for r in report["results"]} == {"ready", "rolled_back", "3/3 ready"}
+    assert {r["via"] for r in report["results"]} == {"api", "cli", "alarm", "queue", "sched"}
+    [scheduled] = [r for r in report["results"] if r["via"] == "sched"]
+    assert scheduled["rollout_id"].startswith("rol_sch_")
 
 
 def test_invoke_the_queue_function_with_the_sample_batch(capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,3 +93,29 @@ def test_invoke_the_alarm_function_with_the_aws_docs_sample(capsys: pytest.Captu
         "force",
         "ready",
     )
+
+
+def test_invoke_the_schedule_function_with_the_sample_firing(capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = invoke(capsys, "ScheduledRolloutFunction", "schedule_firing.json")
+    assert code == 0
+    assert output["result"]["data"]["started"] is True
+    # the default fleet's team=ml clusters; the sample's scheduled time is long past, so its
+    # maintenance window has closed and nothing restarts
+    [rollout] = output["rollouts"]
+    assert [(r["cluster_id"], r["status"]) for r in rollout["results"]] == [
+        ("cluster_abc123", "skipped_window_closed"),
+        ("cluster_prod01", "skipped_window_closed"),
+    ]
+    assert output["restarts"] == []
+
+
+def test_invoke_the_queue_function_with_a_rollout_message(capsys: pytest.CaptureFixture[str]) -> None:
+    code, output = invoke(capsys, "QueueRestartFunction", "sqs_rollout.json")
+    assert code == 0
+    assert output["result"] == {"batchItemFailures": []}
+    [rollout] = output["rollouts"]
+    assert (rollout["total_clusters"], rollout["status"]) == (2, "completed")
+    assert sorted((r["cluster_id"], r["trigger"]) for r in output["restarts"]) == [
+        ("cluster_abc123", "queue"),
+        ("cluster_prod01", "queue"),
+    ]

@@ -220,6 +220,7 @@ def run_demo(time_scale: float, as_json: bool) -> int:
                     "error": current.error.message if current.error else None,
                 }
             )
+        results.append(_demo_scheduled_rollout(aws, gateway, api_key, as_json))
     ok = all(r["status"] == r["expected"] for r in results)
     if as_json:
         print(json.dumps({"ok": ok, "results": results}, indent=2))
@@ -233,6 +234,75 @@ def run_demo(time_scale: float, as_json: bool) -> int:
             )
         print("\nall restarts ended as expected" if ok else "\nSOME RESTARTS DID NOT END AS EXPECTED")
     return 0 if ok else 1
+
+
+SCHEDULED_FLEET: list[dict[str, Any]] = [
+    {"id": "cluster_night01", "name": "research-a100", "instance_type": "p4d.24xlarge", "instance_count": 2},
+    {"id": "cluster_night02", "name": "research-l4", "instance_type": "g6.xlarge"},
+    {"id": "cluster_night03", "name": "research-serving", "instance_type": "g5.2xlarge", "env": "production"},
+]
+NIGHTLY = {
+    "name": "nightly-research-patching",
+    "schedule_expression": "cron(0 3 * * ? *)",
+    "timezone": "America/New_York",
+    "flexible_window_minutes": 10,
+    "window_minutes": 120,
+    "description": "Patch the research fleet every night at 03:00 New York time",
+    "rollout": {
+        "labels": {"team": "research"},
+        "request": {"apply_system_updates": True, "timeout_minutes": 30},
+        "max_concurrency": 2,
+        "failure_threshold": {"count": 1},
+    },
+}
+
+
+def _demo_scheduled_rollout(aws: Any, gateway: Any, api_key: str, as_json: bool) -> dict[str, Any]:
+    """Create a schedule through the API, let the embedded Scheduler fire it (twice, as a
+    redelivery would), and follow the rollout it starts."""
+    from restarter.local.fleet import ClusterSpec, seed_cluster
+    from restarter.services.rollouts import get_rollout_dependencies
+
+    for cluster in SCHEDULED_FLEET:
+        labels = {"team": "research", **({"env": "production"} if cluster.get("env") else {})}
+        seed_cluster(aws, ClusterSpec(**{k: v for k, v in cluster.items() if k != "env"}, labels=labels))
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    created = gateway.handle("POST", "/v1/schedules", headers=headers, body=json.dumps(NIGHTLY)).json()
+    expected = f"{len(SCHEDULED_FLEET)}/{len(SCHEDULED_FLEET)} ready"
+    row: dict[str, Any] = {"cluster_id": f"{len(SCHEDULED_FLEET)} clusters", "via": "sched", "expected": expected}
+    if not created.get("success"):
+        return {**row, "status": str(created.get("error", {}).get("code"))}
+    if not as_json:
+        print(
+            f"\n== scheduled rollout: schedule {NIGHTLY['name']} ({NIGHTLY['schedule_expression']}"
+            f" {NIGHTLY['timezone']}) over {', '.join(created['meta']['clusters_now'])}"
+        )
+    fired_at = aws.clock.now()
+    group = "restarter-default"
+    first = aws.fire_schedule(NIGHTLY["name"], group, fired_at)["data"]
+    again = aws.fire_schedule(NIGHTLY["name"], group, fired_at, attempt=2)["data"]
+    if not as_json:
+        print(f"  fired: rollout {first['rollout_id']} for window {first['maintenance_window']}")
+        same = "the same rollout, nothing restarted twice" if not again["started"] else "A SECOND ROLLOUT"
+        print(f"  the firing delivered again: {same}")
+    store = get_rollout_dependencies().store
+    started, last = time.monotonic(), None
+    while True:
+        stored = store.get(first["rollout_id"])
+        assert stored is not None
+        record = stored[0]
+        line = [(r.cluster_id, r.status) for r in record.results]
+        if line != last and not as_json:
+            cells = "  ".join(f"{cid.removeprefix('cluster_')}:{status}" for cid, status in line)
+            print(f"  {time.monotonic() - started:5.1f}s  {cells}")
+            last = line
+        if record.status == "completed":
+            break
+        time.sleep(0.1)
+    ok = sum(1 for r in record.results if r.success)
+    downtimes = [r.downtime_seconds or 0 for r in record.results]
+    status = f"{ok}/{len(record.results)} ready" if not again["started"] else "duplicated"
+    return {**row, "status": status, "rollout_id": record.rollout_id, "downtime_seconds": max(downtimes, default=0)}
 
 
 # ------------------------------------------------------------------ API clients
@@ -365,6 +435,142 @@ def run_clusters(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ------------------------------------------------------------------ rollouts and schedules
+
+
+def _targets(args: argparse.Namespace) -> dict[str, Any]:
+    """`--rollout FILE` (a whole spec), else the target flags and `--request FILE`."""
+    if getattr(args, "rollout", None):
+        loaded = json.loads(Path(args.rollout).read_text())
+        return dict(loaded)
+    spec: dict[str, Any] = {}
+    if args.labels:
+        spec["labels"] = dict(pair.split("=", 1) for pair in args.labels.split(","))
+    if args.cluster_ids:
+        spec["cluster_ids"] = args.cluster_ids.split(",")
+    if args.name_pattern:
+        spec["name_pattern"] = args.name_pattern
+    if args.request:
+        spec["request"] = json.loads(Path(args.request).read_text())
+    if args.max_concurrency is not None:
+        spec["max_concurrency"] = args.max_concurrency
+    return spec
+
+
+def _rollout_line(data: dict[str, Any]) -> str:
+    finished = sum(1 for r in data["results"] if r["status"] not in ("pending", "running"))
+    total = data["total_clusters"]
+    percentage = round(100 * finished / total) if total else 100
+    return (
+        f"[{_bar(percentage)}] {finished}/{total} done  {data['successful_updates']} ok"
+        f"  {data['failed']} failed  {data['skipped']} skipped  {data['status']}"
+    )
+
+
+def _rollout_report(data: dict[str, Any]) -> None:
+    print(f"rollout {data['rollout_id']} ({data['maintenance_window']}): {data['status']}")
+    for r in data["results"]:
+        detail = f"downtime {r['downtime_seconds']}s" if r.get("downtime_seconds") is not None else r.get("error") or ""
+        print(f"  {r['cluster_id']:<20} {r['name']:<22} {r['status']:<22} {detail}")
+
+
+def _follow_rollout(client: Any, rollout_id: str, as_json: bool, poll: float = 0.5) -> int:
+    last = None
+    while True:
+        answer = client.rollout(rollout_id)
+        if not answer.ok:
+            _print_error(answer)
+            return EXIT_REFUSED
+        data = answer.body["data"]
+        line = _rollout_line(data)
+        if line != last and not as_json:
+            print(line)
+            last = line
+        if data["status"] == "completed":
+            if as_json:
+                print(json.dumps(data, indent=2))
+            else:
+                _rollout_report(data)
+            return EXIT_OK if data["successful_updates"] == data["total_clusters"] else EXIT_RESTART_FAILED
+        time.sleep(poll)
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    from restarter.client import RestarterClient
+
+    client = RestarterClient(args.url, args.api_key)
+    if args.action == "status":
+        if args.watch:
+            return _follow_rollout(client, args.target, args.json)
+        answer = client.rollout(args.target)
+    else:
+        spec = json.loads(Path(args.target).read_text())
+        answer = client.start_rollout(spec)
+    if not answer.ok:
+        _print_error(answer)
+        return EXIT_REFUSED
+    data = answer.body["data"]
+    if args.action == "start" and args.wait:
+        if not args.json:
+            print(f"rollout {data['rollout_id']} started over {data['total_clusters']} clusters")
+        return _follow_rollout(client, data["rollout_id"], args.json)
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(_rollout_line(data))
+        _rollout_report(data)
+    return EXIT_OK
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    from restarter.client import RestarterClient
+
+    client = RestarterClient(args.url, args.api_key)
+    if args.action == "create":
+        if not args.name or not args.expression:
+            print("error: schedule create needs NAME and --expression", file=sys.stderr)
+            return EXIT_REFUSED
+        body: dict[str, Any] = {
+            "name": args.name,
+            "schedule_expression": args.expression,
+            "timezone": args.timezone,
+            "flexible_window_minutes": args.flexible_window,
+            "window_minutes": args.window,
+            "rollout": _targets(args),
+        }
+        if args.description:
+            body["description"] = args.description
+        answer = client.create_schedule(body)
+    elif args.action == "delete":
+        if not args.name:
+            print("error: schedule delete needs NAME", file=sys.stderr)
+            return EXIT_REFUSED
+        answer = client.delete_schedule(args.name)
+    else:
+        answer = client.schedules()
+    if not answer.ok:
+        _print_error(answer)
+        return EXIT_REFUSED
+    data = answer.body["data"]
+    if args.json:
+        print(json.dumps(answer.body, indent=2))
+    elif args.action == "list":
+        print(f"{'schedule':<28} {'expression':<26} {'timezone':<16} {'window':>6} {'state':<8}")
+        for item in data:
+            state = "enabled" if item["enabled"] else "disabled"
+            print(
+                f"{item['name']:<28} {item['schedule_expression']:<26} {item['timezone']:<16} "
+                f"{item['window_minutes']:>5}m {state:<8}"
+            )
+    elif args.action == "create":
+        covered = answer.body["meta"].get("clusters_now", [])
+        print(f"schedule {data['name']} created: {data['schedule_expression']} ({data['timezone']})")
+        print(f"  covers {len(covered)} clusters now: {', '.join(covered) or '-'} (resolved again at each firing)")
+    else:
+        print(f"schedule {data['name']} deleted")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------ local runtime
 
 
@@ -391,20 +597,46 @@ def run_invoke(args: argparse.Namespace) -> int:
         seed_fleet(aws, load_fleet(Path(args.fleet) if args.fleet else default_fleet_path()))
         aws.api_keys.put_known_key(DEV_KEY, "default", ["read", "restart"], name="local-dev")
         result, errored = aws.registry.invoke(args.function, event)
-        aws.wait_for_executions(timeout=args.wait_timeout)
+        aws.wait_for_rollouts(timeout=args.wait_timeout)
         restarts = []
         for execution in aws.executions():
             stored = aws.deps.restarts.get(execution["name"])
             if stored:
                 restarts.append(stored[0].model_dump(mode="json", exclude={"phase_state"}))
+        rollouts = _rollout_reports(aws, result)
     print(
         json.dumps(
-            {"function": args.function, "errored": errored, "result": result, "restarts": restarts},
+            {
+                "function": args.function,
+                "errored": errored,
+                "result": result,
+                "rollouts": rollouts,
+                "restarts": restarts,
+            },
             indent=2,
             default=str,
         )
     )
     return EXIT_RESTART_FAILED if errored else EXIT_OK
+
+
+def _rollout_reports(aws: Any, result: Any) -> list[dict[str, Any]]:
+    """The seed-shaped report of every rollout the invocation started (one with no cluster to
+    restart has no execution: the handler's answer names it)."""
+    from restarter.domain.rollouts import summarize
+    from restarter.services.rollouts import get_rollout_dependencies
+
+    store = get_rollout_dependencies().store
+    ids = {e["name"].rsplit("-", 1)[0] for e in aws.rollout_executions()}
+    named = result.get("data", {}).get("rollout_id") if isinstance(result, dict) else None
+    if isinstance(named, str):
+        ids.add(named)
+    reports = []
+    for rollout_id in sorted(ids):
+        stored = store.get(rollout_id)
+        if stored:
+            reports.append(summarize(stored[0]))
+    return reports
 
 
 def run_fault(args: argparse.Namespace) -> int:
@@ -470,6 +702,11 @@ def main(argv: list[str] | None = None) -> int:
         ("restart", "restart a cluster through the API"),
         ("status", "show a restart's progress"),
         ("clusters", "list clusters"),
+        ("rollout", "start a rollout from a spec file, or show one: rollout start FILE | rollout status ID"),
+        (
+            "schedule",
+            "scheduled rollouts: schedule create NAME --expression ... | schedule list | schedule delete NAME",
+        ),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--url", help=f"API base URL (env RESTARTER_URL, default {DEFAULT_URL})")
@@ -504,6 +741,25 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--service", help="for throttle: ec2, ssm, ...")
             sub.add_argument("--action", help="for throttle: e.g. RebootInstances")
             sub.add_argument("--times", type=int)
+        elif name == "rollout":
+            sub.add_argument("action", choices=["start", "status"])
+            sub.add_argument("target", help="start: the rollout spec (JSON file); status: the rollout id")
+            sub.add_argument("--wait", action="store_true", help="start: show progress until the rollout ends")
+            sub.add_argument("--watch", action="store_true", help="status: show progress until the rollout ends")
+        elif name == "schedule":
+            sub.add_argument("action", choices=["create", "list", "delete"])
+            sub.add_argument("name", nargs="?")
+            sub.add_argument("--expression", help="at(2026-12-01T02:00:00) | rate(7 days) | cron(0 2 ? * SUN *)")
+            sub.add_argument("--timezone", default="UTC", help="IANA time zone of the expression")
+            sub.add_argument("--flexible-window", type=int, default=0, help="minutes Scheduler may fire late")
+            sub.add_argument("--window", type=int, default=240, help="maintenance window of each firing, minutes")
+            sub.add_argument("--description")
+            sub.add_argument("--rollout", help="JSON file: the rollout targets and request (no window)")
+            sub.add_argument("--labels", help="targets by labels: key=value[,key=value]")
+            sub.add_argument("--cluster-ids", help="targets by id: a,b,c")
+            sub.add_argument("--name-pattern", help="targets by name glob, e.g. 'ml-*'")
+            sub.add_argument("--request", help="JSON file: the restart request each cluster gets")
+            sub.add_argument("--max-concurrency", type=int)
         elif name == "status":
             sub.add_argument("restart_id")
             sub.add_argument("--watch", action="store_true", help="show progress until the restart ends")
@@ -522,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
         "restart": lambda: run_restart(args),
         "status": lambda: run_status(args),
         "clusters": lambda: run_clusters(args),
+        "rollout": lambda: run_rollout(args),
+        "schedule": lambda: run_schedule(args),
     }
     try:
         return int(runners[args.command]())

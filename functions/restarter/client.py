@@ -67,6 +67,21 @@ class RestarterClient:
     def restart_status(self, restart_id: str) -> ApiAnswer:
         return self.request("GET", f"/restarts/{restart_id}")
 
+    def start_rollout(self, spec: dict[str, Any]) -> ApiAnswer:
+        return self.request("POST", "/rollouts", spec)
+
+    def rollout(self, rollout_id: str) -> ApiAnswer:
+        return self.request("GET", f"/rollouts/{rollout_id}")
+
+    def create_schedule(self, body: dict[str, Any]) -> ApiAnswer:
+        return self.request("POST", "/schedules", body)
+
+    def schedules(self) -> ApiAnswer:
+        return self.request("GET", "/schedules")
+
+    def delete_schedule(self, name: str) -> ApiAnswer:
+        return self.request("DELETE", f"/schedules/{name}")
+
     def clusters(self, status: str | None = None, label: str | None = None) -> ApiAnswer:
         return self.request("GET", "/clusters", query={"status": status, "label": label})  # type: ignore[dict-item]
 
