@@ -184,6 +184,16 @@ def test_schedule_create_list_delete(server: LocalServer, capsys: pytest.Capture
     code, out, _ = run(capsys, "schedule", "list", *api_args(server))
     assert code == 0 and "weekly-patching" in out and "Europe/Berlin" in out
 
+    # serve fires it on demand, as Scheduler would; the rollout covers the ml-* clusters
+    code, out, err = run(capsys, "schedule", "fire", "weekly-patching", *api_args(server))
+    assert code == 0, err
+    assert "over 1 clusters" in out
+    rollout_id = out.split()[4]
+    code, out, _ = run(capsys, "rollout", "status", rollout_id, *api_args(server), "--watch")
+    assert code == 0 and "cluster_abc123" in out and "succeeded" in out
+    code, out, err = run(capsys, "schedule", "fire", "no-such-schedule", *api_args(server))
+    assert code == 2 and "NOT_FOUND" in err
+
     code, out, err = run(capsys, "schedule", "create", "bad", *api_args(server), "--expression", "rate(1 days)")
     assert code == 2 and "VALIDATION_ERROR" in err
 

@@ -541,11 +541,11 @@ def run_schedule(args: argparse.Namespace) -> int:
         if args.description:
             body["description"] = args.description
         answer = client.create_schedule(body)
-    elif args.action == "delete":
+    elif args.action in ("delete", "fire"):
         if not args.name:
-            print("error: schedule delete needs NAME", file=sys.stderr)
+            print(f"error: schedule {args.action} needs NAME", file=sys.stderr)
             return EXIT_REFUSED
-        answer = client.delete_schedule(args.name)
+        answer = client.delete_schedule(args.name) if args.action == "delete" else _fire_locally(client, args.name)
     else:
         answer = client.schedules()
     if not answer.ok:
@@ -566,9 +566,22 @@ def run_schedule(args: argparse.Namespace) -> int:
         covered = answer.body["meta"].get("clusters_now", [])
         print(f"schedule {data['name']} created: {data['schedule_expression']} ({data['timezone']})")
         print(f"  covers {len(covered)} clusters now: {', '.join(covered) or '-'} (resolved again at each firing)")
+    elif args.action == "fire":
+        print(f"schedule {args.name} fired: rollout {data['rollout_id']} over {data['total_clusters']} clusters")
+        print(f"  follow it: restarter rollout status {data['rollout_id']} --watch")
     else:
         print(f"schedule {data['name']} deleted")
     return EXIT_OK
+
+
+def _fire_locally(client: Any, name: str) -> Any:
+    """`POST /local/schedules/{name}/fire` on a `restarter serve` (moto never fires schedules)."""
+    base = client.url
+    client.url = base.removesuffix("/v1")
+    try:
+        return client.request("POST", f"/local/schedules/{name}/fire")
+    finally:
+        client.url = base
 
 
 # ------------------------------------------------------------------ local runtime
@@ -747,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--wait", action="store_true", help="start: show progress until the rollout ends")
             sub.add_argument("--watch", action="store_true", help="status: show progress until the rollout ends")
         elif name == "schedule":
-            sub.add_argument("action", choices=["create", "list", "delete"])
+            sub.add_argument("action", choices=["create", "list", "delete", "fire"])
             sub.add_argument("name", nargs="?")
             sub.add_argument("--expression", help="at(2026-12-01T02:00:00) | rate(7 days) | cron(0 2 ? * SUN *)")
             sub.add_argument("--timezone", default="UTC", help="IANA time zone of the expression")

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -36,10 +37,12 @@ from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from restarter.domain.auth import split_key
 from restarter.domain.models import Cluster
+from restarter.domain.schedules import schedule_group
 from restarter.local.engine import LocalAws
 from restarter.local.fleet_file import (
     Fault,
@@ -54,6 +57,8 @@ from restarter.local.gateway import STAGE, GatewayResponse, LocalApiGateway
 
 DEFAULT_HOST = "127.0.0.1"
 FAULTS_PATH = "/local/faults"
+# moto stores schedules but never fires them: this fires one now, as Scheduler would.
+FIRE_SCHEDULE_PATH = re.compile(r"^/local/schedules/(?P<name>[0-9A-Za-z_.-]{1,64})/fire$")
 DEFAULT_PORT = 8080
 # Simulated seconds per real second: a 4-minute reboot takes 4 s, and the API's 25 s wait
 # budget covers a restart of up to 25 simulated minutes.
@@ -393,6 +398,8 @@ class LocalServer:
             try:
                 if path == FAULTS_PATH:
                     return self._inject_fault(method, headers, body)
+                if fire := FIRE_SCHEDULE_PATH.match(path):
+                    return self._fire_schedule(method, headers, fire["name"])
                 return gateway.handle(method, path, headers=headers, body=body, query=query)
             except Exception:  # API Gateway answers 502 when the integration fails
                 logging.getLogger(__name__).exception("request failed: %s %s", method, path)
@@ -400,14 +407,39 @@ class LocalServer:
                     502, {"Content-Type": "application/json"}, _envelope("INTERNAL", "Internal error").decode()
                 )
 
-    def _inject_fault(self, method: str, headers: dict[str, str], body: str | None) -> GatewayResponse:
-        """`POST /local/faults` (local only, with the server's key): inject a fault while serving."""
+    def _local_only(self, method: str, headers: dict[str, str]) -> GatewayResponse | None:
+        """The local endpoints take a POST with the server's own key."""
         json_headers = {"Content-Type": "application/json"}
         authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
         if authorization != f"Bearer {self._api_key}":
             return GatewayResponse(401, json_headers, _envelope("UNAUTHORIZED", "Missing or invalid API key").decode())
         if method != "POST":
-            return GatewayResponse(405, json_headers, _envelope("METHOD_NOT_ALLOWED", "POST a fault").decode())
+            return GatewayResponse(405, json_headers, _envelope("METHOD_NOT_ALLOWED", "Use POST").decode())
+        return None
+
+    def _fire_schedule(self, method: str, headers: dict[str, str], name: str) -> GatewayResponse:
+        """`POST /local/schedules/{name}/fire` (local only): deliver the key's tenant schedule's
+        firing now, as EventBridge Scheduler would at its scheduled time."""
+        refused = self._local_only(method, headers)
+        if refused is not None:
+            return refused
+        assert self.engine is not None
+        json_headers = {"Content-Type": "application/json"}
+        try:
+            answer = self.engine.fire_schedule(name, schedule_group(KEY_TENANT))
+        except ClientError:
+            message = f"No schedule {name} for this key's tenant"
+            return GatewayResponse(404, json_headers, _envelope("NOT_FOUND", message, {"name": name}).decode())
+        except ValueError as exc:
+            return GatewayResponse(409, json_headers, _envelope("INVALID_STATE", str(exc)).decode())
+        return GatewayResponse(200 if answer.get("success") else 400, json_headers, json.dumps(answer))
+
+    def _inject_fault(self, method: str, headers: dict[str, str], body: str | None) -> GatewayResponse:
+        """`POST /local/faults` (local only, with the server's key): inject a fault while serving."""
+        json_headers = {"Content-Type": "application/json"}
+        refused = self._local_only(method, headers)
+        if refused is not None:
+            return refused
         assert self.engine is not None
         try:
             fault = Fault.model_validate_json(body or "{}")
