@@ -70,6 +70,13 @@ class ScaledClock:
             return self._frontier
         return self._offsets.setdefault(key, self._frontier)
 
+    def begin(self, key: str) -> None:
+        """Start `key`'s clock at the caller's present: a restart started by a rollout starts
+        at the time it was accepted, however late its first step runs on a busy machine."""
+        with self._lock:
+            current = self._offset(getattr(self._bound, "key", None))
+            self._offsets.setdefault(key, current)
+
     def advance(self, key: str | None, seconds: float) -> None:
         if key and seconds > 0:
             with self._lock:
@@ -181,10 +188,17 @@ _retrying = threading.local()
 
 
 def _execution_name(env: Any) -> str | None:
+    """The clock key of what waits: the execution, or one iteration of its Map (iterations
+    wait side by side; one key for all would run the execution's clock N times too fast)."""
     try:
-        return str(env.states.context_object.context_object_data["Execution"]["Name"])
+        data = env.states.context_object.context_object_data
+        name = str(data["Execution"]["Name"])
     except (AttributeError, KeyError, TypeError):
         return None
+    try:
+        return f"{name}#item{data['Map']['Item']['Index']}"
+    except (KeyError, TypeError):
+        return name
 
 
 def _install_step_functions_shims() -> None:
@@ -195,6 +209,7 @@ def _install_step_functions_shims() -> None:
     from moto.awslambda_simple.models import LambdaSimpleBackend
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
     from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
+    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
     def invoke(self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
         if _active_registry is None or _active_clock is None:
@@ -236,6 +251,14 @@ def _install_step_functions_shims() -> None:
         def __getattr__(self, name: str) -> Any:
             return getattr(time, name)
 
+    original_start_execution = StepFunctionsParserBackend.start_execution
+
+    def start_execution(self: Any, state_machine_arn: str, name: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if _active_clock is not None and name:
+            _active_clock.begin(str(name))
+        return original_start_execution(self, state_machine_arn, name, *args, **kwargs)
+
+    StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
     LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
     WaitFunction._wait_interval = scaled_wait  # type: ignore[method-assign]
     retrier_decl.RetrierDecl._eval_body = retrier_eval  # type: ignore[method-assign]
