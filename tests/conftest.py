@@ -213,3 +213,16 @@ def _restore_log_levels() -> Iterator[None]:
     yield
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
+
+
+def explain_restarts(aws: LocalAws, report: dict[str, Any]) -> str:
+    """For an assertion message: how each rollout item's restart ended, with its error details."""
+    assert aws.deps is not None
+    lines = []
+    for item in report["results"]:
+        stored = aws.deps.restarts.get(item["restart_id"]) if item.get("restart_id") else None
+        record = stored[0] if stored else None
+        error = record.error.model_dump() if record and record.error else None
+        health = record.phase_state.get("health_checks", {}).get("last_problems") if record else None
+        lines.append(f"{item['cluster_id']}: {item['status']} / {record.status if record else '-'} {error} {health}")
+    return "\n".join(lines)

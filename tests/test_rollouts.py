@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.conftest import EVENTS, REPO
+from tests.conftest import EVENTS, REPO, explain_restarts
 
 from restarter.domain.errors import NotFoundError, RequestValidationError
 from restarter.domain.models import Cluster, ContainerSpec
@@ -29,6 +29,7 @@ from restarter.domain.rollouts import (
 )
 from restarter.handlers.rollout_step import RolloutStepEvent
 from restarter.local.engine import FunctionSpec, LocalAws, _empty_zip
+from restarter.services import rollouts as rollout_service
 from restarter.services.rollouts import (
     RolloutDependencies,
     build_rollout_dependencies,
@@ -365,12 +366,12 @@ def test_resume_does_not_redo_succeeded_clusters(aws: LocalAws, seed: Seed, roll
         "max_concurrency": 3,
     }
     first, _ = run_rollout(aws, rollouts, body)
-    assert [r["success"] for r in first["results"]] == [True, False, True]
+    assert [r["success"] for r in first["results"]] == [True, False, True], explain_restarts(aws, first)
 
     aws.agent.open_port(fleet[1].instance_ids[0], 8888)
     second, record = run_rollout(aws, rollouts, body)
 
-    assert [r["success"] for r in second["results"]] == [True, True, True]
+    assert [r["success"] for r in second["results"]] == [True, True, True], explain_restarts(aws, second)
     assert record.attempt == 2
     # the clusters that had succeeded were not restarted again and keep their first result
     assert [len(restarts_of(aws, c.id)) for c in fleet] == [1, 2, 1]
@@ -394,3 +395,34 @@ def test_an_item_whose_step_fails_becomes_a_failed_result(
     # the state machine caught the Lambda error (no retry for it) and recorded a failed result
     assert [(r["status"], r["error"]) for r in report["results"]] == [("failed", "RuntimeError: intake exploded")] * 2
     assert record.status == "completed"
+
+
+def test_a_retried_start_item_follows_the_restart_an_earlier_try_started(
+    aws: LocalAws, seed: Seed, rollouts: RolloutDependencies
+) -> None:
+    """Given a start_item that started the restart but lost the write recording it (a race on
+    the rollout record, a timeout), when the state machine retries it, then it follows that
+    restart instead of starting a second one (which the cluster lock would refuse: a failed
+    item while the first restart runs on, untracked)."""
+    [cluster] = seed_fleet(seed, 1)
+    spec = RolloutSpec.model_validate({"maintenance_window": {"id": "mw-retry"}, "cluster_ids": [cluster.id]})
+    record = RolloutRecord(
+        rollout_id="rol_retry",
+        spec=spec,
+        requested_by="tests",
+        created_at="2024-01-15T02:00:00Z",
+        results=[ItemResult(cluster_id=cluster.id, name=cluster.name)],
+    )
+    rollouts.store.put(record, None)
+    first = rollout_service.start_item(rollouts, "rol_retry", cluster.id)
+
+    def lose_the_restart_id(current: RolloutRecord) -> None:
+        current.result(cluster.id).restart_id = None
+
+    rollouts.store.update("rol_retry", lose_the_restart_id)
+
+    again = rollout_service.start_item(rollouts, "rol_retry", cluster.id)
+
+    assert again["status"] == "running" and again["restart_id"] == first["restart_id"]
+    assert len(restarts_of(aws, cluster.id)) == 1
+    aws.wait_for_executions()

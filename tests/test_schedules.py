@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tests.conftest import ApiClient, load_event
+from tests.conftest import ApiClient, explain_restarts, load_event
 
 from restarter.domain.models import Cluster
 from restarter.domain.schedules import ScheduleFiring, ScheduleRequest, check_schedule_expression, schedule_group
@@ -406,7 +406,7 @@ def test_resume_through_the_api_redoes_only_what_did_not_succeed(api: ApiClient,
     rollout_id = api.call("POST", "/v1/rollouts", body).json()["data"]["rollout_id"]
     aws.wait_for_rollouts()
     first = api.call("GET", f"/v1/rollouts/{rollout_id}").json()["data"]
-    assert [r["success"] for r in first["results"]] == [True, False]
+    assert [r["success"] for r in first["results"]] == [True, False], explain_restarts(aws, first)
     assert first["links"]["resume"] == f"/v1/rollouts/{rollout_id}/resume"
     aws.agent.open_port(fleet[1].instance_ids[0], 8888)
 
@@ -415,6 +415,7 @@ def test_resume_through_the_api_redoes_only_what_did_not_succeed(api: ApiClient,
 
     assert resumed.status == 202
     done = api.call("GET", f"/v1/rollouts/{rollout_id}").json()["data"]
-    assert [r["success"] for r in done["results"]] == [True, True] and done["attempt"] == 2
+    assert [r["success"] for r in done["results"]] == [True, True], explain_restarts(aws, done)
+    assert done["attempt"] == 2
     assert [len(restarts_of(aws, c.id)) for c in fleet] == [1, 2]
     assert api.call("POST", f"/v1/rollouts/{rollout_id}/resume", key="other").status == 404

@@ -320,6 +320,30 @@ def test_health_check_reports_gpus_from_the_instance_type(state: SimulatedAgentS
     assert health(ssm, p5).splitlines()[1:9] == p5_lines[1:9]
 
 
+def test_a_command_reaches_only_the_instances_it_names(state: SimulatedAgentState, ec2: Any, ssm: Any) -> None:
+    """moto, given InstanceIds and no Targets, sends the command to every instance of the
+    region; two clusters restarting at once then started each other's containers."""
+    # given two clusters' instances
+    ours, theirs = launch(ec2, "g5.xlarge"), launch(ec2, "g5.xlarge", count=2)
+    # when a command names only ours
+    command = ssm.send_command(
+        InstanceIds=ours,
+        DocumentName="AWS-RunShellScript",
+        Parameters={
+            "commands": [
+                "# restarter-op: start_services",
+                f"# restarter-args: {json.dumps({'image': IMAGE, 'ports': PORTS})}",
+            ]
+        },
+    )["Command"]
+    # then only ours ran it
+    assert command["InstanceIds"] == ours
+    invocations = ssm.list_command_invocations(CommandId=command["CommandId"])["CommandInvocations"]
+    assert [i["InstanceId"] for i in invocations] == ours
+    assert set(state.containers) == set(ours)
+    assert not set(theirs) & set(state.containers)
+
+
 def test_start_health_stop_cycle_tracks_the_container(state: SimulatedAgentState, ec2: Any, ssm: Any) -> None:
     # given a fresh GPU instance
     [instance_id] = launch(ec2, "p4d.24xlarge")

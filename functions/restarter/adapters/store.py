@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import random
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -106,7 +108,9 @@ class VersionedRecords:
 
 
 RecordT = TypeVar("RecordT")
-UPDATE_ATTEMPTS = 8
+UPDATE_ATTEMPTS = 12
+UPDATE_BACKOFF_SECONDS = 0.01
+UPDATE_BACKOFF_CAP_SECONDS = 0.5
 
 
 class GuardedStore(Protocol[RecordT]):
@@ -123,7 +127,9 @@ def update_record(
     (a cancel, an intake recording its execution) must re-read and re-apply, not give up.
     `change` may raise to refuse the update; it sees a fresh record on every attempt.
     """
-    for _ in range(UPDATE_ATTEMPTS):
+    for attempt in range(UPDATE_ATTEMPTS):
+        if attempt:  # many writers (a rollout's parallel items): spread the retries out
+            time.sleep(random.uniform(0, min(UPDATE_BACKOFF_CAP_SECONDS, UPDATE_BACKOFF_SECONDS * 2**attempt)))
         stored = store.get(record_id)
         if stored is None:
             raise NotFoundError(f"{kind.capitalize()} not found", {f"{kind}_id": record_id})

@@ -265,6 +265,41 @@ def start_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str) -> dic
         logger.info("rollout item skipped", rollout_id=rollout_id, cluster_id=cluster_id, status=item.status)
         return _output(item)
 
+    earlier = _started_by_an_earlier_try(rd, rollout_id, item)
+    if earlier is not None:
+        # An earlier try started the restart, then failed to record it (a lost race on the
+        # rollout record, a timeout): follow that restart, never start a second one.
+        restart = earlier
+    else:
+        restart_or_output = _start_restart(rd, record, rollout_id, cluster_id)
+        if isinstance(restart_or_output, dict):
+            return restart_or_output
+        restart = restart_or_output
+
+    def started(current_record: RolloutRecord) -> None:
+        current_record.result(cluster_id).restart_id = restart.id
+
+    item = rd.store.update(rollout_id, started).result(cluster_id)
+    return _output(item, _first_wait(restart, now))
+
+
+def _started_by_an_earlier_try(rd: RolloutDependencies, rollout_id: str, item: ItemResult) -> RestartRecord | None:
+    """The restart this item's claim already started, if any: the cluster's newest restart,
+    asked for by this rollout since the claim."""
+    newest, _ = rd.deps.restarts.list_for_cluster(item.cluster_id, limit=1)
+    if not newest or not item.started_at:
+        return None
+    restart = newest[0]
+    if restart.requested_by == f"rollout:{rollout_id}" and restart.restart_initiated_at >= item.started_at:
+        return restart
+    return None
+
+
+def _start_restart(
+    rd: RolloutDependencies, record: RolloutRecord, rollout_id: str, cluster_id: str
+) -> RestartRecord | dict[str, Any]:
+    """The item's restart, or the item's failed output when it could not start."""
+    deps = rd.deps
     try:
         cluster = deps.clusters.get(cluster_id)
         if cluster is None:
@@ -281,12 +316,7 @@ def start_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str) -> dic
         raise  # the state machine retries this step; the claim stays ours
     except RestarterError as exc:
         return _output(_record_failure(rd, rollout_id, cluster_id, exc.message))
-
-    def started(current_record: RolloutRecord) -> None:
-        current_record.result(cluster_id).restart_id = restart.id
-
-    item = rd.store.update(rollout_id, started).result(cluster_id)
-    return _output(item, _first_wait(restart, now))
+    return restart
 
 
 def _first_wait(restart: RestartRecord, now: datetime) -> int:

@@ -101,7 +101,15 @@ def _install_send_command() -> None:
         ]
         if invalid:
             raise InvalidInstanceId(invalid, self.account_id)
+        # copied first: moto's Command extends the list it is given in place
+        requested = list(dict.fromkeys(bound.arguments.get("instance_ids") or []))
         command = original(self, *args, **kwargs)
+        if requested and not bound.arguments.get("targets"):
+            # moto adds every instance of the region when no Targets are given (it resolves the
+            # empty target list as "no filter"): a command to one cluster reached all of them.
+            by_instance = {invocation["InstanceId"]: invocation for invocation in command.invocations}
+            command.instance_ids = requested
+            command.invocations = [by_instance[i] for i in requested if i in by_instance]
         _apply(state, self, command)
         return command
 
