@@ -59,9 +59,21 @@ class ScaledClock:
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
+        key = getattr(self._bound, "key", None)
         with self._lock:
-            offset = self._offset(getattr(self._bound, "key", None))
+            offset = self._offset(key)
+        if key is None and getattr(self._bound, "in_invocation", False) and self._bound.first_seen is None:
+            self._bound.first_seen = offset
         return self._origin + timedelta(seconds=time.monotonic() - self._start + offset)
+
+    @contextmanager
+    def invocation(self) -> Iterator[None]:
+        """One Lambda invocation inside an execution: remember the first time it reads."""
+        self._bound.in_invocation, self._bound.first_seen = True, None
+        try:
+            yield
+        finally:
+            self._bound.in_invocation, self._bound.first_seen = False, None
 
     def _offset(self, key: str | None) -> float:
         """A restart's own offset; a new restart starts at the frontier, which is also what
@@ -71,11 +83,13 @@ class ScaledClock:
         return self._offsets.setdefault(key, self._frontier)
 
     def begin(self, key: str) -> None:
-        """Start `key`'s clock at the caller's present: a restart started by a rollout starts
-        at the time it was accepted, however late its first step runs on a busy machine."""
+        """Start `key`'s clock when its starter first read the time in this invocation (the
+        intake computes the restart's deadline from it): on a busy machine the frontier moves
+        on between that read and StartExecution, and the restart must not start past its deadline."""
+        bound = getattr(self._bound, "key", None)
         with self._lock:
-            current = self._offset(getattr(self._bound, "key", None))
-            self._offsets.setdefault(key, current)
+            seen = getattr(self._bound, "first_seen", None) if bound is None else None  # only inside an invocation
+            self._offsets.setdefault(key, self._offset(bound) if seen is None else seen)
 
     def advance(self, key: str | None, seconds: float) -> None:
         if key and seconds > 0:
@@ -182,6 +196,7 @@ class FunctionRegistry:
 
 
 _active_registry: FunctionRegistry | None = None
+_default_image_id: str | None = None
 _active_clock: ScaledClock | None = None
 _shims_installed = False
 _retrying = threading.local()
@@ -216,7 +231,7 @@ def _install_step_functions_shims() -> None:
             raise RuntimeError("no local engine is running")
         event = json.loads(body) if body else {}
         restart_id = event.get("restart_id") if isinstance(event, dict) else None
-        with _active_clock.bound_to(restart_id):
+        with _active_clock.invocation(), _active_clock.bound_to(restart_id):
             result, errored = _active_registry.invoke(function_name, event)
         if errored:
             response_headers["x-amz-function-error"] = "Unhandled"
@@ -285,7 +300,6 @@ class LocalAws:
         self._mock: Any = None
         self.settings: Settings | None = None
         self.environment: dict[str, str] = {}
-        self._image_id: str | None = None
         self.deps: Dependencies | None = None
 
     # --------------------------------------------------------------- lifecycle
@@ -344,10 +358,13 @@ class LocalAws:
 
     # --------------------------------------------------------------- clients
     def default_image_id(self) -> str:
-        """An AMI for simulated instances, looked up once (moto lists ~1,300 of them)."""
-        if self._image_id is None:
-            self._image_id = str(self.client("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"])
-        return self._image_id
+        """An AMI for simulated instances. moto's catalog (~1,300 images, ~1 s to list) is the
+        same for every engine of a process, so it is listed once per process."""
+        global _default_image_id  # noqa: PLW0603 - moto's bundled catalog does not change
+        if _default_image_id is None:
+            images = self.client("ec2").describe_images(Owners=["amazon"])["Images"]
+            _default_image_id = str(images[0]["ImageId"])
+        return _default_image_id
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=REGION)  # type: ignore[call-overload]
