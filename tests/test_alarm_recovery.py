@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from tests.conftest import EventCapture, load_event
 
 from restarter.adapters.recovery_store import DEFAULT_TABLE, TABLE_ENV, RecoveryStore, recovery_table_name
+from restarter.domain.errors import ConflictError
 from restarter.domain.models import Cluster, ClusterSnapshot, ContainerSpec, RestartRecord, format_time
 from restarter.domain.recovery import (
     AlarmTransition,
@@ -33,7 +35,8 @@ from restarter.domain.recovery import (
     within_cooldown,
 )
 from restarter.handlers import alarm as alarm_handler
-from restarter.local.engine import LocalAws, LocalLambdaContext
+from restarter.local.engine import LocalAws, LocalLambdaContext, load_template
+from restarter.services.alarm_recovery import CLAIM_LEASE
 from restarter.services.restart_intake import accept_restart
 
 Seed = Callable[..., Cluster]
@@ -687,3 +690,129 @@ def test_given_one_transition_arrives_by_eventbridge_and_as_a_lambda_action_then
     assert first["action"] == "recovery_started"
     assert (second["action"], second["event_id"]) == ("duplicate", first["event_id"])
     assert len(aws.executions()) == 1
+
+
+# ================================================================ the claim: in progress with a lease, then done
+
+
+class LambdaKilled(BaseException):
+    """The invocation ends where it stands (a timeout, the sandbox lost): no except clause runs."""
+
+
+def advance_past_the_lease(aws: LocalAws) -> None:
+    aws.clock.advance("tests:lease", CLAIM_LEASE.total_seconds() + 1)
+
+
+def test_given_an_invocation_that_died_holding_the_claim_when_the_event_comes_again_then_it_recovers_after_the_lease(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = seed_instance_cluster(seed)
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise LambdaKilled
+
+    # Given an invocation that claimed the event and died before starting the restart
+    with monkeypatch.context() as patched:
+        patched.setattr("restarter.services.alarm_recovery._recover", killed)
+        with pytest.raises(LambdaKilled):
+            send(event())
+    assert aws.executions() == []
+
+    # When the event comes again within the claim's lease, Then it is neither handled nor lost:
+    # it raises, so that Lambda retries it later
+    with pytest.raises(ConflictError, match="another invocation"):
+        send(event())
+    assert aws.executions() == []
+
+    # When it comes again after the lease, Then the cluster recovers, once
+    advance_past_the_lease(aws)
+    data = send(event())
+    assert (data["action"], data["cluster_id"]) == ("recovery_started", cluster.id)
+    assert finished(aws, data["restart_id"]).status == "ready"
+    assert send(event())["action"] == "duplicate"
+    assert len(aws.executions()) == 1
+
+
+def test_given_an_event_handled_to_the_end_when_it_comes_again_after_the_lease_then_it_is_a_duplicate(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore
+) -> None:
+    seed_instance_cluster(seed)
+    first = send(event())
+    finished(aws, first["restart_id"])
+
+    advance_past_the_lease(aws)
+    again = send(event())
+
+    assert (again["action"], again["event_id"]) == ("duplicate", first["event_id"])
+    assert len(aws.executions()) == 1
+
+
+def test_given_an_invocation_that_died_after_starting_the_recovery_when_the_event_comes_again_then_no_second_restart(
+    aws: LocalAws, seed: Seed, recovery: RecoveryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_instance_cluster(seed)
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise LambdaKilled
+
+    # Given an invocation that started and recorded the recovery, then died before marking it done
+    with monkeypatch.context() as patched:
+        patched.setattr(RecoveryStore, "finish_event", killed)
+        with pytest.raises(LambdaKilled):
+            send(event())
+    assert len(aws.executions()) == 1
+
+    # When the event comes again after the lease, Then the recorded recovery answers it
+    advance_past_the_lease(aws)
+    again = send(event())
+
+    assert again["action"] == "duplicate"
+    assert len(aws.executions()) == 1
+    aws.wait_for_executions()
+
+
+def test_given_the_function_timeout_when_sizing_the_lease_then_it_is_twice_the_timeout() -> None:
+    function = load_template()["Resources"]["AlarmRecoveryFunction"]["Properties"]
+    assert timedelta(seconds=2 * function["Timeout"]) == CLAIM_LEASE
+
+
+# ================================================================ the rule and its dead letters
+
+
+def test_given_the_rule_pattern_when_alarm_events_are_matched_then_only_transitions_into_alarm_are_delivered(
+    aws: LocalAws,
+) -> None:
+    resources = load_template()["Resources"]
+    rule = resources["AlarmRecoveryFunction"]["Properties"]["Events"]["AlarmStateChange"]["Properties"]
+    # the rule on the default bus, delivering to a queue in place of the function
+    events, sqs = aws.client("events"), aws.client("sqs")
+    queue_url = sqs.create_queue(QueueName="alarm-rule-capture")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="alarm-state-change", EventPattern=json.dumps(rule["Pattern"]))
+    events.put_targets(Rule="alarm-state-change", Targets=[{"Id": "capture", "Arn": queue_arn}])
+
+    def delivered(name: str) -> bool:
+        sample = load_event(name)
+        entry = {
+            "Source": sample["source"],
+            "DetailType": sample["detail-type"],
+            "Detail": json.dumps(sample["detail"]),
+            "Resources": sample["resources"],
+        }
+        assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        for message in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return len(messages) == 1
+
+    # every alarm into ALARM, whatever its name or dimensions (a tag may map it to a cluster)
+    assert delivered("alarm_state_change_instance.json")
+    assert delivered("alarm_state_change_cluster_dimension.json")
+    assert not delivered("alarm_state_change_ok.json")
+    # failed deliveries are retried, then kept in the alarm DLQ, as are failed invocations
+    assert rule["RetryPolicy"]["MaximumRetryAttempts"] > 0
+    assert rule["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": "AlarmDeadLetterQueue.Arn"}}
+    invoke = resources["AlarmRecoveryFunction"]["Properties"]["EventInvokeConfig"]
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": "AlarmDeadLetterQueue.Arn"}
+    [statement] = resources["AlarmDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"} and statement["Action"] == "sqs:SendMessage"

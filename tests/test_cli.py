@@ -219,3 +219,104 @@ def test_rollout_start_wait_reports_each_cluster(
     rollout_id = out.split()[1]
     code, out, _ = run(capsys, "rollout", "status", rollout_id, *api_args(server), "--json")
     assert code == 0 and json.loads(out)["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["restart", "cluster_abc123", "--request", "/nonexistent/body.json"], "no such file: /nonexistent/body.json"),
+        (["restart", "cluster_abc123", "--request", "{bad}"], "not valid JSON"),
+        (["clusters", "--url", "foo"], "error: "),
+        (
+            ["invoke", "StartRestartFunction", "-e", "events/start_restart_basic.json", "--fleet", "/nope.yaml"],
+            "error: ",
+        ),
+        (["demo", "--time-scale", "0"], "--time-scale must be greater than 0"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2_not_a_traceback(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a command with an unreadable file, a bad URL or a bad option value
+    if "{bad}" in argv:
+        bad = tmp_path / "bad.json"
+        bad.write_text("{bad}")
+        argv = [str(bad) if a == "{bad}" else a for a in argv]
+    # When it runs
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = int(exit_.code or 0)
+    err = capsys.readouterr().err
+    # Then it exits 2 with one line naming the problem, and no traceback
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error") or "error:" in line]) == 1
+
+
+def test_rollout_resume_runs_the_rest_in_a_later_window(
+    server: LocalServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given a rollout whose window had closed before it started: nothing ran
+    spec = tmp_path / "rollout.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "maintenance_window": {"id": "mw-missed", "end": "2020-01-01T00:00:00Z"},
+                "cluster_ids": ["cluster_abc123"],
+            }
+        )
+    )
+    code, out, err = run(capsys, "rollout", "start", str(spec), *api_args(server), "--wait")
+    assert code == 1, out + err
+    assert "skipped_window_closed" in out
+    rollout_id = out.split()[1]
+
+    # When it is resumed in a later window of 60 minutes
+    code, out, err = run(
+        capsys,
+        "rollout",
+        "resume",
+        rollout_id,
+        *api_args(server),
+        "--window-minutes",
+        "60",
+        "--window-id",
+        "mw-next",
+        "--wait",
+    )
+
+    # Then the cluster runs in it, and the rollout records that window
+    assert code == 0, out + err
+    assert f"rollout {rollout_id} resumed (attempt 2)" in out
+    assert "cluster_abc123" in out and "succeeded" in out
+    code, out, _ = run(capsys, "rollout", "status", rollout_id, *api_args(server), "--json")
+    status = json.loads(out)
+    assert (status["maintenance_window"], status["attempt"], status["successful_updates"]) == ("mw-next", 2, 1)
+    # a window that cannot be given both ways is refused before anything is sent
+    code, _, err = run(
+        capsys,
+        "rollout",
+        "resume",
+        rollout_id,
+        *api_args(server),
+        "--window-end",
+        "2099-01-01T00:00:00Z",
+        "--window-minutes",
+        "5",
+    )
+    assert code == 2 and "not both" in err
+    # and one the API refuses comes back as its VALIDATION_ERROR
+    code, _, err = run(
+        capsys,
+        "rollout",
+        "resume",
+        rollout_id,
+        *api_args(server),
+        "--window-start",
+        "2099-01-01T00:00:00Z",
+        "--window-minutes",
+        "5",
+    )
+    assert code == 2 and "VALIDATION_ERROR" in err

@@ -105,7 +105,7 @@ HEALTHY = "\n".join(
         "gpu: GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-1)",
         "gpu: GPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-2)",
         "container: running tensorone/pytorch:2.1",
-        "port: tcp/8888 open",
+        "port: tcp/30888 open",
     ]
 )
 
@@ -151,7 +151,7 @@ def test_an_application_xid_is_not_a_node_failure() -> None:
             "workload container exited",
         ),
         (HEALTHY.replace("tensorone/pytorch:2.1", "tensorone/pytorch:2.0"), "workload runs tensorone/pytorch:2.0"),
-        (HEALTHY.replace("tcp/8888 open", "tcp/8888 closed"), "port tcp/8888 not answering"),
+        (HEALTHY.replace("tcp/30888 open", "tcp/30888 closed"), "port tcp/30888 (container port 8888) not answering"),
         ("", "workload container missing"),
     ],
 )

@@ -47,6 +47,26 @@ def test_start_restart_handler_answers_the_error_envelope(aws: LocalAws, seed: C
     assert aws.executions() == []
 
 
+def test_an_event_of_the_wrong_shape_is_refused_without_echoing_its_secrets(
+    aws: LocalAws, seed: Callable[..., Cluster], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the seed's body sent at the top level instead of under `request`, with a secret
+    seed()
+    event = {"cluster_id": "cluster_abc123", "environment_updates": {"API_KEY": "sk_live_SECRET_VALUE"}}
+
+    # When the handler gets it
+    result = start_restart.lambda_handler(event, LocalLambdaContext("StartRestartFunction"))
+
+    # Then it answers the envelope naming the field, and the value appears nowhere
+    assert result["success"] is False
+    assert result["error"]["code"] == "VALIDATION_ERROR"
+    assert [e["field"] for e in result["error"]["details"]["errors"]] == ["environment_updates"]
+    assert "`request`" in result["error"]["message"]
+    assert "sk_live_SECRET_VALUE" not in json.dumps(result)
+    assert "sk_live_SECRET_VALUE" not in caplog.text
+    assert aws.executions() == []
+
+
 def test_start_restart_handler_for_a_missing_cluster_is_not_found(aws: LocalAws) -> None:
     result = start_restart.lambda_handler(
         load_event("start_restart_basic.json"), LocalLambdaContext("StartRestartFunction")
@@ -133,4 +153,5 @@ def test_template_wires_the_state_machine_to_the_step_function() -> None:
         "AlarmRecoveryFunction": "restarter.handlers.alarm.lambda_handler",
         "RolloutStepFunction": "restarter.handlers.rollout_step.lambda_handler",
         "ScheduledRolloutFunction": "restarter.handlers.schedule.lambda_handler",
+        "RestartExecutionEndedFunction": "restarter.handlers.execution_ended.lambda_handler",
     }

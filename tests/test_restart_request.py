@@ -98,6 +98,9 @@ def test_the_seeds_port_mapping_example_means_auto_assign() -> None:
         ({"update_docker_image": ""}, "update_docker_image"),
         ({"apply_system_updates": "no"}, "apply_system_updates"),
         ({"restart_now": True}, "restart_now"),
+        ({"environment_updates": {f"VAR_{i}": "v" * 2000 for i in range(5)}}, "environment_updates"),
+        ({"grace_period_minutes": 15}, "grace_period_minutes"),  # the default timeout is 15
+        ({"grace_period_minutes": 20, "timeout_minutes": 20}, "grace_period_minutes"),
     ],
 )
 def test_each_invalid_field_is_named_in_the_validation_error(body: dict[str, Any], field: str) -> None:
@@ -110,6 +113,28 @@ def test_each_invalid_field_is_named_in_the_validation_error(body: dict[str, Any
     fields = [e["field"] for e in envelope["error"]["details"]["errors"]]
     assert field in fields
     assert field.split(".")[0].split("[")[0] in envelope["error"]["message"]
+
+
+def test_a_graceful_stop_must_fit_in_the_timeout_but_a_forced_restart_skips_it() -> None:
+    # the seed's maintenance example: grace 15 within a 20 minute timeout
+    assert parse_restart_request({"grace_period_minutes": 15, "timeout_minutes": 20}).grace_period_minutes == 15
+    # the bounds themselves are accepted
+    assert parse_restart_request({"grace_period_minutes": 30, "timeout_minutes": 60}).timeout_minutes == 60
+    # a forced restart does no graceful stop, so its grace period does not count
+    assert parse_restart_request({"force": True, "grace_period_minutes": 30, "timeout_minutes": 1}).force
+    with pytest.raises(RequestValidationError) as refused:
+        parse_restart_request({"grace_period_minutes": 30, "timeout_minutes": 30})
+    assert "must be less than timeout_minutes (30)" in refused.value.details["errors"][0]["message"]
+
+
+def test_the_environment_must_fit_one_parameter_and_its_size_error_quotes_no_value() -> None:
+    values = {f"VAR_{i}": "secret" + "v" * 1994 for i in range(5)}
+    with pytest.raises(RequestValidationError) as refused:
+        parse_restart_request({"environment_updates": values})
+    rendered = json.dumps(refused.value.to_envelope())
+    assert "at most 8192" in rendered and "secretv" not in rendered
+    # four such values (about 8 KB of JSON) still fit
+    assert parse_restart_request({"environment_updates": dict(list(values.items())[:4])}).environment_updates
 
 
 def test_a_body_that_is_not_an_object_is_refused() -> None:

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.conftest import EventCapture, RestartOutcome, command_ops, instances, read_outcome
+from tests.conftest import EventCapture, RestartOutcome, command_ops, explain_restarts, instances, read_outcome
 
 from restarter.domain.errors import InvalidStateError, RequestValidationError
-from restarter.domain.models import Cluster
+from restarter.domain.models import Cluster, parse_time
 from restarter.local.engine import LocalAws
 
 Seed = Callable[..., Cluster]
@@ -61,8 +61,10 @@ def test_graceful_restart_runs_every_phase_and_ends_ready(
     assert record.reason == "Apply system updates"
     assert record.restart_duration_seconds is not None and record.restart_duration_seconds > 0
     assert record.downtime_seconds is not None and 0 < record.downtime_seconds <= record.restart_duration_seconds
-    # the estimate is the sum of the typical durations of the planned phases (8.5 minutes here)
-    assert record.estimated_completion_time > record.restart_initiated_at
+    # the estimate is the sum of the typical durations of the planned phases: stop 2 min,
+    # reboot 3 min, start services 1 min, health checks 30 s
+    estimated = parse_time(record.estimated_completion_time) - parse_time(record.restart_initiated_at)
+    assert estimated.total_seconds() == 120 + 180 + 60 + 30
 
     # and the AWS calls were: graceful stop through SSM, RebootInstances, start, health check
     assert command_ops(aws, cluster) == ["stop_services", "start_services", "health_check"]
@@ -89,6 +91,20 @@ def test_graceful_stop_is_bounded_by_the_grace_period(aws: LocalAws, seed: Seed,
         c for c in aws.client("ssm").list_commands()["Commands"] if "restarter stop_services" in c.get("Comment", "")
     )
     assert "docker stop --time 720 restarter-workload" in "\n".join(stop["Parameters"]["commands"])
+
+
+def test_health_checks_probe_the_published_host_port(aws: LocalAws, seed: Seed, run_restart: Run) -> None:
+    # Given a cluster whose container port 8888 is published on host port 30888
+    cluster = seed()
+    # When it restarts
+    run_restart(cluster.id, {})
+    # Then the health check connects to the host port clients use, not the container's port
+    check = next(
+        c for c in aws.client("ssm").list_commands()["Commands"] if "restarter health_check" in c.get("Comment", "")
+    )
+    script = "\n".join(check["Parameters"]["commands"])
+    assert "nc -z -w 3 127.0.0.1 30888" in script
+    assert "127.0.0.1 8888" not in script
 
 
 # ---------------------------------------------------------------- force
@@ -353,7 +369,10 @@ def test_failed_health_check_rolls_back_the_image_and_environment(aws: LocalAws,
     assert record.status == "rolled_back"
     assert record.error is not None and record.error.phase == "health_checks"
     assert record.error.message == "Health checks failed"
-    assert "port tcp/8888 not answering" in record.error.details["problems"][cluster.instance_ids[1]]
+    assert (
+        "port tcp/30888 (container port 8888) not answering"
+        in record.error.details["problems"][cluster.instance_ids[1]]
+    )
     assert ("health_checks", "failed") in phases_run(outcome)
     # the previous image and environment are back, and the services run them again
     assert outcome.cluster.container.image == "tensorone/pytorch:2.1-cuda12.1"
@@ -431,6 +450,65 @@ def test_throttled_api_is_retried_with_backoff_then_succeeds(aws: LocalAws, seed
     ]
     assert len(retried) == 2
     assert outcome.lock_holder is None
+    # and the retried phase was entered (and announced) once
+    assert [p for p, _ in phases_run(outcome)].count("rebooting") == 1
+
+
+def test_a_checkpoint_throttled_halfway_snapshots_each_instance_once(
+    aws: LocalAws, seed: Seed, run_restart: Run
+) -> None:
+    # Given EC2 throttles CreateSnapshots for the second instance of a two-instance cluster
+    cluster = seed()
+    aws.agent.throttle("ec2", "CreateSnapshots", times=1, after=1)
+
+    outcome = run_restart(cluster.id, {"preserve_state": True})
+
+    # Then the retry snapshotted only the instance not done yet, under the same checkpoint
+    assert outcome.record.status == "ready", explain_restarts(aws)
+    assert aws.agent.throttled_calls[("ec2", "CreateSnapshots")] == 1
+    assert ec2_calls(aws, "CreateSnapshots") == 3  # first instance, throttled second, retried second
+    [checkpoint] = outcome.cluster.snapshots
+    assert set(checkpoint.volume_snapshots) == set(cluster.instance_ids)
+    every_snapshot = aws.client("ec2").describe_snapshots(
+        Filters=[{"Name": "tag:restarter:cluster", "Values": [cluster.id]}]
+    )["Snapshots"]
+    assert len(every_snapshot) == 4  # two volumes on each of two instances: nothing orphaned
+    assert {t["Value"] for s in every_snapshot for t in s.get("Tags", []) if t["Key"] == "restarter:checkpoint"} == {
+        checkpoint.id
+    }
+
+
+def test_storage_growth_throttled_halfway_grows_every_volume(aws: LocalAws, seed: Seed, run_restart: Run) -> None:
+    # Given EC2 throttles ModifyVolume for the second instance's data volume
+    cluster = seed(data_volume_gb=1000)
+    aws.agent.throttle("ec2", "ModifyVolume", times=1, after=1)
+
+    outcome = run_restart(cluster.id, {"update_configuration": {"storage_gb": 2000}})
+
+    # Then the retry grew the volume it had not grown yet, and only that one
+    assert outcome.record.status == "ready", explain_restarts(aws)
+    volumes = aws.client("ec2").describe_volumes(
+        Filters=[{"Name": "attachment.instance-id", "Values": cluster.instance_ids}]
+    )["Volumes"]
+    assert sorted(v["Size"] for v in volumes if v["Attachments"][0]["Device"] == "/dev/sdf") == [2000, 2000]
+    assert ec2_calls(aws, "ModifyVolume") == 3
+    assert outcome.record.configuration_updates.applied == ["storage_gb: 1000 -> 2000"]
+
+
+def test_a_root_volume_restore_throttled_halfway_starts_one_task_per_instance(
+    aws: LocalAws, seed: Seed, run_restart: Run
+) -> None:
+    # Given a checkpoint, and EC2 throttling the second CreateReplaceRootVolumeTask
+    cluster = seed()
+    checkpoint = run_restart(cluster.id, {"preserve_state": True}).cluster.snapshots[0]
+    aws.agent.throttle("ec2", "CreateReplaceRootVolumeTask", times=1, after=1)
+
+    outcome = run_restart(cluster.id, {"force": True, "restore_from_snapshot": checkpoint.id})
+
+    # Then each instance got exactly one replacement task
+    assert outcome.record.status == "ready", explain_restarts(aws)
+    tasks = aws.client("ec2").describe_replace_root_volume_tasks()["ReplaceRootVolumeTasks"]
+    assert sorted(t["InstanceId"] for t in tasks) == sorted(cluster.instance_ids)
 
 
 # ---------------------------------------------------------------- one restart at a time

@@ -16,12 +16,23 @@ import pytest
 from tests.conftest import EVENTS, REPO, explain_restarts
 
 from restarter.domain.errors import NotFoundError, RequestValidationError
-from restarter.domain.models import Cluster, ContainerSpec
+from restarter.domain.models import Cluster, ContainerSpec, format_time
 from restarter.domain.rollouts import (
+    EVENTS_PER_EXTRA_POLL,
+    HISTORY_EVENT_LIMIT,
+    ITEM_EVENT_BUDGET,
+    ITEM_EVENTS_ONE_POLL,
+    MAX_CONCURRENCY,
+    MAX_ROLLOUT_TARGETS,
+    ROLLOUT_FIXED_EVENTS,
     ItemResult,
+    MaintenanceWindow,
     RolloutRecord,
     RolloutSpec,
+    check_resume_window,
+    first_wait_seconds,
     may_start,
+    next_poll_seconds,
     request_for,
     select_targets,
     summarize,
@@ -234,7 +245,8 @@ def run_rollout(
         record, created = create_rollout(rd, spec, rollout_id=rollout_id, requested_by="tests", trigger="schedule")
         assert created
     else:
-        record = resume_rollout(rd, rollout_id)
+        record, resumed = resume_rollout(rd, rollout_id)
+        assert resumed
     assert record.execution_arn
     execution = aws.wait_for_execution(record.execution_arn, timeout=120)
     aws.wait_for_executions(timeout=60)  # the restarts underneath
@@ -426,3 +438,105 @@ def test_a_retried_start_item_follows_the_restart_an_earlier_try_started(
     assert again["status"] == "running" and again["restart_id"] == first["restart_id"]
     assert len(restarts_of(aws, cluster.id)) == 1
     aws.wait_for_executions()
+
+
+# ---------------------------------------------------------------- the rollout's execution history
+
+
+def test_an_item_first_polls_when_its_restart_should_be_done_then_backs_off_until_its_deadline() -> None:
+    now = datetime(2024, 1, 15, 2, 0, tzinfo=UTC)
+    # the first poll: the estimate, never sooner than 30 s nor later than 15 minutes
+    assert first_wait_seconds(now + timedelta(minutes=8), now) == 480
+    assert first_wait_seconds(now + timedelta(seconds=5), now) == 30
+    assert first_wait_seconds(now + timedelta(hours=2), now) == 900
+    # then 30 s doubling to 15 minutes, never past the restart's deadline, then its give-up time
+    deadline, give_up = now + timedelta(hours=1), now + timedelta(hours=1, minutes=30)
+    assert [next_poll_seconds(polls, now, deadline, give_up) for polls in range(7)] == [30, 60, 120, 240, 480, 900, 900]
+    assert next_poll_seconds(6, deadline - timedelta(seconds=100), deadline, give_up) == 101
+    assert next_poll_seconds(6, deadline + timedelta(seconds=10), deadline, give_up) == 900
+    assert next_poll_seconds(6, give_up - timedelta(seconds=60), deadline, give_up) == 61
+
+
+@pytest.mark.time_scale(60)  # simulated waits long against moto's own overhead, as in AWS
+def test_an_item_costs_the_rollout_history_a_handful_of_events(
+    aws: LocalAws, seed: Seed, rollouts: RolloutDependencies
+) -> None:
+    """Given a rollout of 2 clusters, when it runs, then each item adds about 23 events to the
+    rollout execution's history (one poll: at the restart's estimated completion), far under
+    the per-item budget that MAX_ROLLOUT_TARGETS is derived from."""
+    fleet = seed_fleet(seed, 2)
+
+    report, record = run_rollout(
+        aws,
+        rollouts,
+        {"maintenance_window": {"id": "mw-history"}, "cluster_ids": [c.id for c in fleet], "max_concurrency": 2},
+    )
+
+    assert report["successful_updates"] == 2, explain_restarts(aws, report)
+    assert record.execution_arn
+    history = aws.execution_history(record.execution_arn)
+    per_item = (len(history) - ROLLOUT_FIXED_EVENTS) / len(fleet)
+    polls = [e for name, e in aws.registry.invocations if name == "RolloutStepFunction" and e["action"] == "poll_item"]
+    assert per_item <= ITEM_EVENTS_ONE_POLL + EVENTS_PER_EXTRA_POLL, (len(history), len(polls))
+    assert len(polls) <= 2 * len(fleet)
+    assert MAX_ROLLOUT_TARGETS * ITEM_EVENT_BUDGET + ROLLOUT_FIXED_EVENTS < HISTORY_EVENT_LIMIT * 0.9
+
+
+def test_a_rollout_over_more_clusters_than_its_history_can_hold_is_refused(
+    aws: LocalAws, seed: Seed, rollouts: RolloutDependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = seed_fleet(seed, 3)
+    monkeypatch.setattr("restarter.domain.rollouts.MAX_ROLLOUT_TARGETS", 2)
+    body = RolloutSpec.model_validate({"maintenance_window": {"id": "mw-big"}, "labels": {"team": "ml"}})
+
+    with pytest.raises(RequestValidationError) as refused:
+        create_rollout(rollouts, body, requested_by="tests")
+
+    assert refused.value.details["matched_clusters"] == len(fleet)
+    assert refused.value.details["errors"][0]["field"] == "labels"
+    assert "split" in refused.value.details["suggestion"].lower()
+    assert aws.rollout_executions() == []
+    with pytest.raises(ValueError, match="at most"):
+        spec(cluster_ids=[f"cluster_{i}" for i in range(MAX_ROLLOUT_TARGETS + 1)])
+
+
+def test_max_concurrency_is_bounded_by_what_an_inline_map_honours() -> None:
+    assert spec(max_concurrency=MAX_CONCURRENCY).max_concurrency == 40
+    with pytest.raises(ValueError, match="less than or equal to 40"):
+        spec(max_concurrency=41)
+
+
+# ---------------------------------------------------------------- starting and resuming
+
+
+def test_given_a_window_that_opens_later_when_the_rollout_starts_then_no_restart_starts_before_it(
+    aws: LocalAws, seed: Seed, rollouts: RolloutDependencies
+) -> None:
+    [cluster] = seed_fleet(seed, 1)
+    opens = (aws.clock.now() + timedelta(minutes=20)).replace(microsecond=0)
+
+    report, record = run_rollout(
+        aws,
+        rollouts,
+        {
+            "maintenance_window": {"id": "mw-later", "start": opens.isoformat(), "duration_minutes": 60},
+            "cluster_ids": [cluster.id],
+        },
+    )
+
+    assert report["successful_updates"] == 1
+    assert record.window is not None and record.window.end == opens + timedelta(minutes=60)
+    assert restarts_of(aws, cluster.id)[0].restart_initiated_at >= format_time(opens)
+
+
+def test_a_window_must_be_consistent_and_open_within_a_day() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        MaintenanceWindow.model_validate({"id": "w", "end": "2024-01-15T06:00:00Z", "duration_minutes": 30})
+    with pytest.raises(ValueError, match="after start"):
+        MaintenanceWindow.model_validate({"id": "w", "start": "2024-01-15T06:00:00Z", "end": "2024-01-15T05:00:00Z"})
+    now = datetime(2024, 1, 15, 2, 0, tzinfo=UTC)
+    with pytest.raises(RequestValidationError):
+        check_resume_window(MaintenanceWindow(id="w", end=now - timedelta(minutes=1)), now)
+    with pytest.raises(RequestValidationError):
+        check_resume_window(MaintenanceWindow(id="w", start=now + timedelta(hours=25)), now)
+    check_resume_window(MaintenanceWindow(id="w", start=now + timedelta(hours=20), duration_minutes=60), now)

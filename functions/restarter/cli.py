@@ -309,6 +309,8 @@ def _demo_scheduled_rollout(aws: Any, gateway: Any, api_key: str, as_json: bool)
 
 TERMINAL = {"ready", "failed", "timed_out", "cancelled", "rolled_back"}
 EXIT_OK, EXIT_RESTART_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_USAGE = 2  # bad input (a file, an option): like argparse's own usage errors
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
 def _print_error(answer: Any) -> None:
@@ -495,6 +497,29 @@ def _follow_rollout(client: Any, rollout_id: str, as_json: bool, poll: float = 0
         time.sleep(poll)
 
 
+def _resume_body(args: argparse.Namespace) -> dict[str, Any] | None:
+    """`rollout resume`: a later maintenance window from the flags, or none (the rollout's own).
+    `--window-minutes` alone sends a duration, so the API's clock decides when the window ends."""
+    from datetime import UTC, datetime
+
+    start, end, minutes = args.window_start, args.window_end, args.window_minutes
+    if start is None and end is None and minutes is None:
+        return None
+    if end is not None and minutes is not None:
+        raise ValueError("give --window-end or --window-minutes, not both")
+    if start is not None and end is None and minutes is None:
+        raise ValueError("--window-start needs --window-end or --window-minutes")
+    opens = start or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    window: dict[str, Any] = {"id": args.window_id or f"resume@{opens}"}
+    if start is not None:
+        window["start"] = start
+    if end is not None:
+        window["end"] = end
+    if minutes is not None:
+        window["duration_minutes"] = minutes
+    return {"maintenance_window": window}
+
+
 def run_rollout(args: argparse.Namespace) -> int:
     from restarter.client import RestarterClient
 
@@ -503,6 +528,8 @@ def run_rollout(args: argparse.Namespace) -> int:
         if args.watch:
             return _follow_rollout(client, args.target, args.json)
         answer = client.rollout(args.target)
+    elif args.action == "resume":
+        answer = client.request("POST", f"/rollouts/{args.target}/resume", _resume_body(args))
     else:
         spec = json.loads(Path(args.target).read_text())
         answer = client.start_rollout(spec)
@@ -510,9 +537,10 @@ def run_rollout(args: argparse.Namespace) -> int:
         _print_error(answer)
         return EXIT_REFUSED
     data = answer.body["data"]
-    if args.action == "start" and args.wait:
+    if args.action in ("start", "resume") and args.wait:
         if not args.json:
-            print(f"rollout {data['rollout_id']} started over {data['total_clusters']} clusters")
+            verb = "started" if args.action == "start" else f"resumed (attempt {data['attempt']})"
+            print(f"rollout {data['rollout_id']} {verb} over {data['total_clusters']} clusters")
         return _follow_rollout(client, data["rollout_id"], args.json)
     if args.json:
         print(json.dumps(data, indent=2))
@@ -715,7 +743,11 @@ def main(argv: list[str] | None = None) -> int:
         ("restart", "restart a cluster through the API"),
         ("status", "show a restart's progress"),
         ("clusters", "list clusters"),
-        ("rollout", "start a rollout from a spec file, or show one: rollout start FILE | rollout status ID"),
+        (
+            "rollout",
+            "start a rollout from a spec file, show one, or resume one (in a later window): "
+            "rollout start FILE | rollout status ID | rollout resume ID [--window-minutes N]",
+        ),
         (
             "schedule",
             "scheduled rollouts: schedule create NAME --expression ... | schedule list | schedule delete NAME",
@@ -755,10 +787,16 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--action", help="for throttle: e.g. RebootInstances")
             sub.add_argument("--times", type=int)
         elif name == "rollout":
-            sub.add_argument("action", choices=["start", "status"])
-            sub.add_argument("target", help="start: the rollout spec (JSON file); status: the rollout id")
-            sub.add_argument("--wait", action="store_true", help="start: show progress until the rollout ends")
+            sub.add_argument("action", choices=["start", "status", "resume"])
+            sub.add_argument("target", help="start: the rollout spec (JSON file); status, resume: the rollout id")
+            sub.add_argument("--wait", action="store_true", help="start, resume: show progress until the rollout ends")
             sub.add_argument("--watch", action="store_true", help="status: show progress until the rollout ends")
+            sub.add_argument("--window-start", help="resume: the later window opens then (ISO 8601 UTC, ...Z)")
+            sub.add_argument("--window-end", help="resume: the later window ends then (ISO 8601 UTC, ...Z)")
+            sub.add_argument(
+                "--window-minutes", type=int, help="resume: the later window lasts N minutes (from its start, or now)"
+            )
+            sub.add_argument("--window-id", help="resume: the later window's id (default resume@<start>)")
         elif name == "schedule":
             sub.add_argument("action", choices=["create", "list", "delete", "fire"])
             sub.add_argument("name", nargs="?")
@@ -794,11 +832,32 @@ def main(argv: list[str] | None = None) -> int:
         "rollout": lambda: run_rollout(args),
         "schedule": lambda: run_schedule(args),
     }
+    if args.command in ("demo", "serve", "invoke") and not args.time_scale > 0:
+        parser.error("--time-scale must be greater than 0")
     try:
         return int(runners[args.command]())
     except ApiUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (OSError, ValueError, TimeoutError) as exc:
+        # a file that cannot be read, JSON or a fleet file that does not parse, a bad URL or
+        # option value, executions that did not end in time: one line, not a traceback
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {exc.filename}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, TimeoutError):
+        return f"did not finish in time: {exc}" if str(exc) else "did not finish in time"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
 
 
 if __name__ == "__main__":

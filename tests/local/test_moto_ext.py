@@ -350,7 +350,7 @@ def test_start_health_stop_cycle_tracks_the_container(state: SimulatedAgentState
     # when nothing was started yet
     before = health(ssm, instance_id)
     # then the container is missing and its port closed
-    assert before.splitlines()[9:] == ["container: missing", "port: tcp/8080 closed"]
+    assert before.splitlines()[9:] == ["container: missing", "port: tcp/80 closed"]
 
     # when the services start
     started = run(
@@ -370,7 +370,7 @@ def test_start_health_stop_cycle_tracks_the_container(state: SimulatedAgentState
     assert health(ssm, instance_id) == (
         "gpus: 8\n"
         + "".join(f"gpu: {line}\n" for line in _gpu_lines(health(ssm, instance_id)))
-        + f"container: running {IMAGE}\nport: tcp/8080 open\n"
+        + f"container: running {IMAGE}\nport: tcp/80 open\n"
     )
 
     # when the services stop
@@ -379,7 +379,7 @@ def test_start_health_stop_cycle_tracks_the_container(state: SimulatedAgentState
     assert stopped["Status"] == "Success"
     assert stopped["StandardOutputContent"] == "restarter-workload\nstopped services within 30s\n"
     assert state.containers[instance_id]["running"] is False
-    assert health(ssm, instance_id).splitlines()[9:] == [f"container: exited {IMAGE}", "port: tcp/8080 closed"]
+    assert health(ssm, instance_id).splitlines()[9:] == [f"container: exited {IMAGE}", "port: tcp/80 closed"]
 
 
 def _gpu_lines(report: str) -> list[str]:
@@ -389,18 +389,18 @@ def _gpu_lines(report: str) -> list[str]:
 def test_health_check_reports_closed_ports_and_unpublished_ports(
     state: SimulatedAgentState, ec2: Any, ssm: Any
 ) -> None:
-    # given a running container publishing 8080, with 8080 made to not answer
+    # given a running container publishing container port 8080 on host port 80, with 8080 made to not answer
     [instance_id] = launch(ec2, "g5.xlarge")
     state.start_container(instance_id, IMAGE, PORTS)
     state.close_port(instance_id, 8080)
     # when the check asks for 8080 and for a port the container does not publish
     ports = [*PORTS, {"internal_port": 9090, "external_port": 9090, "protocol": "tcp"}]
     report = health(ssm, instance_id, ports)
-    # then both are closed
-    assert report.splitlines()[-2:] == ["port: tcp/8080 closed", "port: tcp/9090 closed"]
+    # then both are closed, each reported by the host port the check probes
+    assert report.splitlines()[-2:] == ["port: tcp/80 closed", "port: tcp/9090 closed"]
     # and re-opening the port opens it
     state.open_port(instance_id, 8080)
-    assert "port: tcp/8080 open" in health(ssm, instance_id).splitlines()
+    assert "port: tcp/80 open" in health(ssm, instance_id).splitlines()
 
 
 def test_health_check_reports_injected_xid_lines(state: SimulatedAgentState, ec2: Any, ssm: Any) -> None:

@@ -60,12 +60,7 @@ def _script(op: str, args: dict[str, Any]) -> list[str]:
             f"echo started {image}",
         ]
     if op == "health_check":
-        port_checks = [
-            f"if nc -z {'-u ' if p['protocol'] == 'udp' else ''}127.0.0.1 {int(p['internal_port'])}; "
-            f"then echo 'port: {p['protocol']}/{int(p['internal_port'])} open'; "
-            f"else echo 'port: {p['protocol']}/{int(p['internal_port'])} closed'; fi"
-            for p in args["ports"]
-        ]
+        port_checks = [_port_check(p) for p in args["ports"]]
         return [
             *header,
             "set +e",
@@ -79,6 +74,19 @@ def _script(op: str, args: dict[str, Any]) -> list[str]:
             "exit 0",
         ]
     raise ProviderError(f"unknown command operation {op}", {"op": op})
+
+
+def _port_check(port: dict[str, Any]) -> str:
+    """One `port: <protocol>/<host port> open|closed` line, probed where clients connect: the
+    host port docker publishes (`-p external:internal`), not the container's port."""
+    protocol = "udp" if port["protocol"] == "udp" else "tcp"
+    internal, external = int(port["internal_port"]), int(port["external_port"])
+    if protocol == "udp":  # UDP has no handshake to probe: check that docker publishes the port
+        probe = f"docker port {CONTAINER_NAME} {internal}/udp 2>/dev/null | grep -q ':{external}$'"
+    else:
+        probe = f"nc -z -w 3 127.0.0.1 {external}"
+    label = f"{protocol}/{external}"
+    return f"if {probe}; then echo 'port: {label} open'; else echo 'port: {label} closed'; fi"
 
 
 class Ec2Provider:
@@ -292,7 +300,11 @@ class Ec2Provider:
         response = call(
             "ssm:PutParameter",
             lambda: self._ssm.put_parameter(
-                Name=parameter, Value=json.dumps(values, sort_keys=True), Type="SecureString", Overwrite=True
+                Name=parameter,
+                Value=json.dumps(values, sort_keys=True),
+                Type="SecureString",
+                Overwrite=True,
+                Tier="Intelligent-Tiering",  # standard (4 KB) when it fits, advanced (8 KB) when not
             ),
         )
         return int(response["Version"])
@@ -308,3 +320,11 @@ class Ec2Provider:
             raise
         values: dict[str, str] = json.loads(response["Parameter"]["Value"])
         return values
+
+    def delete_environment(self, parameter: str) -> None:
+        try:
+            with translated("ssm:DeleteParameter"):
+                self._ssm.delete_parameter(Name=parameter)
+        except ProviderError as exc:
+            if exc.details.get("aws_error_code") != "ParameterNotFound":
+                raise

@@ -3,7 +3,11 @@ events already handled (so that an event delivered twice recovers once).
 
 Table (`RecoveryTable`): key `cluster_id` (S) + `recovered_at` (S), TTL `expires_at_epoch`.
 A history item is `cluster_id=<cluster id>`, `recovered_at=<UTC time>#<event id>`; a claimed
-event is `cluster_id=event#<event id>`, `recovered_at=claimed`, in its own partition.
+event is `cluster_id=event#<event id>`, `recovered_at=claimed`, in its own partition, with
+`claim_state` `in_progress` (and `lease_until`) while an invocation handles it, then `done`.
+An in-progress claim whose lease has passed (the invocation died between claiming the event and
+finishing) may be claimed again; a done one never. A claim without `claim_state` (written
+before the two states) counts as done.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ DEFAULT_TABLE = "restarter-recovery"
 HISTORY_RETENTION = timedelta(days=30)
 CLAIM_RETENTION = timedelta(days=7)
 _CLAIMED = "claimed"
+IN_PROGRESS = "in_progress"
+DONE = "done"
 
 
 def recovery_table_name(env: Mapping[str, str] | None = None) -> str:
@@ -48,11 +54,21 @@ class RecoveryStore:
         return {"cluster_id": {"S": f"event#{event_id}"}, "recovered_at": {"S": _CLAIMED}}
 
     def claim_event(
-        self, event_id: str, now: datetime, *, cluster_id: str | None = None, alarm_name: str | None = None
-    ) -> bool:
-        """True if this call is the first to claim the event; False if it was handled before."""
+        self,
+        event_id: str,
+        now: datetime,
+        lease: timedelta,
+        *,
+        cluster_id: str | None = None,
+        alarm_name: str | None = None,
+    ) -> str | None:
+        """Claim the event for `lease`: None if this call now holds it (first, or after an
+        in-progress claim whose lease ran out); else the state of the claim that stands,
+        `in_progress` (another invocation is on it) or `done`."""
         item: dict[str, Any] = {
             "claimed_at": {"S": format_time(now)},
+            "claim_state": {"S": IN_PROGRESS},
+            "lease_until": {"S": format_time(now + lease)},
             "expires_at_epoch": {"N": str(int((now + CLAIM_RETENTION).timestamp()))},
             **({"for_cluster_id": {"S": cluster_id}} if cluster_id else {}),
             **({"alarm_name": {"S": alarm_name}} if alarm_name else {}),
@@ -60,14 +76,31 @@ class RecoveryStore:
         }
         try:
             self._client.put_item(
-                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(cluster_id)"
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(cluster_id) OR (#state = :in_progress AND #lease < :now)",
+                ExpressionAttributeNames={"#state": "claim_state", "#lease": "lease_until"},
+                ExpressionAttributeValues={":in_progress": {"S": IN_PROGRESS}, ":now": {"S": format_time(now)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                return False
+                standing: Any = exc.response.get("Item") or {}  # ReturnValuesOnConditionCheckFailure
+                return str(standing.get("claim_state", {}).get("S") or DONE)
             with translated("dynamodb:PutItem"):
                 raise
-        return True
+        return None
+
+    def finish_event(self, event_id: str, now: datetime) -> None:
+        """The event is handled: every later delivery is a duplicate."""
+        item: dict[str, Any] = {
+            **self._claim_key(event_id),
+            "claim_state": {"S": DONE},
+            "done_at": {"S": format_time(now)},
+            "expires_at_epoch": {"N": str(int((now + CLAIM_RETENTION).timestamp()))},
+        }
+        with translated("dynamodb:PutItem"):
+            self._client.put_item(TableName=self._table, Item=item)
 
     def release_event(self, event_id: str) -> None:
         """Forget a claim, so that a redelivery of an event we could not handle is handled."""

@@ -1,4 +1,4 @@
-"""Starting and stopping restart executions."""
+"""Starting, following and stopping restart executions."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from restarter.adapters.aws_errors import call
+from restarter.domain.errors import ProviderError
 
 
 class ExecutionStarter:
@@ -24,6 +25,20 @@ class ExecutionStarter:
             lambda: self._client.start_execution(stateMachineArn=self._arn, name=name, input=json.dumps(payload)),
         )
         return str(response["executionArn"])
+
+    def start_once(self, name: str, payload: dict[str, Any]) -> str:
+        """Start, or find the execution a first try started under this name."""
+        try:
+            return self.start(name, payload)
+        except ProviderError as exc:
+            if exc.details.get("aws_error_code") != "ExecutionAlreadyExists":
+                raise
+            return self.execution_arn(name)
+
+    def status(self, execution_arn: str) -> str:
+        """RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED (or PENDING_REDRIVE)."""
+        response = call("states:DescribeExecution", lambda: self._client.describe_execution(executionArn=execution_arn))
+        return str(response["status"])
 
     def stop(self, execution_arn: str, cause: str) -> None:
         call(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -181,7 +182,7 @@ class RestartStore:
             "Limit": limit,
         }
         if cursor:
-            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor)
+            kwargs["ExclusiveStartKey"] = _decode_cursor(cursor, cluster_id)
         with translated("dynamodb:Query"):
             page = self._client.query(**kwargs)
         records = [RestartRecord.model_validate_json(i["body"]["S"]) for i in page.get("Items", [])]
@@ -189,24 +190,52 @@ class RestartStore:
         return records, (_encode_cursor(last) if last else None)
 
 
+# A page token is the query's LastEvaluatedKey, base64url JSON. It is not signed: it is checked
+# strictly instead (exact keys and types, this cluster's index only), so a forged or garbled
+# token is a 400 naming `next_token` and never reaches DynamoDB as a malformed start key.
+_CURSOR_ATTRIBUTES = ("cluster_id", "restart_id", "restart_initiated_at")
+_CURSOR_RESTART_ID = re.compile(r"rst_[a-z0-9]{1,64}")
+_CURSOR_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_CURSOR_MAX_CHARS = 2048
+
+
 def _encode_cursor(key: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key, sort_keys=True).encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> dict[str, Any]:
+def _decode_cursor(cursor: str, cluster_id: str) -> dict[str, Any]:
+    """The start key a token stands for; `RequestValidationError` for anything we did not issue
+    for this cluster's history."""
+    invalid = RequestValidationError(
+        "Invalid pagination token",
+        {"errors": [{"field": "next_token", "message": "not a token issued for this list", "type": "value_error"}]},
+    )
+    if len(cursor) > _CURSOR_MAX_CHARS:
+        raise invalid
     try:
-        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(key, dict):
-            raise ValueError("not an object")
-    except (ValueError, TypeError) as exc:
-        raise RequestValidationError(
-            "Invalid pagination cursor", {"errors": [{"field": "next_token", "message": "not a token we issued"}]}
-        ) from exc
-    return key
+        key = json.loads(base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True))
+    except (ValueError, TypeError, RecursionError) as exc:  # binascii and Unicode errors are ValueErrors
+        raise invalid from exc
+    if not isinstance(key, dict) or sorted(key) != sorted(_CURSOR_ATTRIBUTES):
+        raise invalid
+    values: dict[str, str] = {}
+    for name in _CURSOR_ATTRIBUTES:
+        attribute = key[name]
+        if not isinstance(attribute, dict) or list(attribute) != ["S"] or not isinstance(attribute["S"], str):
+            raise invalid
+        values[name] = attribute["S"]
+    if (
+        values["cluster_id"] != cluster_id
+        or not _CURSOR_RESTART_ID.fullmatch(values["restart_id"])
+        or not _CURSOR_TIME.fullmatch(values["restart_initiated_at"])
+    ):
+        raise invalid
+    return {name: {"S": values[name]} for name in _CURSOR_ATTRIBUTES}
 
 
 class ClusterLock:
-    """One restart at a time per cluster. A lock expires, so a lost cleanup cannot wedge a cluster."""
+    """One restart at a time per cluster. A lock expires; a restart whose execution ended without
+    cleaning up is finished (lock released) by services/ended_executions.py, or by a cancel."""
 
     def __init__(self, client: Any, table: str) -> None:
         self._client = client

@@ -60,8 +60,8 @@ def evaluate_health_report(
         spec, _, state = port_line.partition(" ")
         if state.strip() == "open":
             open_ports.add(spec)
-    for mapping in ports:
-        spec = f"{mapping.protocol}/{mapping.internal_port}"
+    for mapping in ports:  # probed on the host port clients use
+        spec = f"{mapping.protocol}/{mapping.external_port}"
         if spec not in open_ports:
-            problems.append(f"port {spec} not answering")
+            problems.append(f"port {spec} (container port {mapping.internal_port}) not answering")
     return InstanceHealth(instance_id=instance_id, problems=problems)

@@ -6,6 +6,7 @@ fields are refused so that a typo never silently becomes a default.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -57,6 +58,8 @@ REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
 
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN.pattern)]
 EnvValue = Annotated[str, StringConstraints(max_length=4096)]
+# The environment is kept as one SSM SecureString (JSON): 8 KB is the largest value SSM stores.
+ENVIRONMENT_MAX_BYTES = 8192
 
 
 class StrictModel(BaseModel):
@@ -108,6 +111,15 @@ class RestartRequest(StrictModel):
             keys = [(p.internal_port, p.protocol) for p in value]
             if len(keys) != len(set(keys)):
                 raise ValueError("each internal_port/protocol pair may appear once")
+        return value
+
+    @field_validator("environment_updates")
+    @classmethod
+    def _environment_fits_a_parameter(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        if value:
+            size = len(json.dumps({k: v for k, v in value.items() if v is not None}).encode())
+            if size > ENVIRONMENT_MAX_BYTES:
+                raise ValueError(f"names and values take {size} bytes as JSON; at most {ENVIRONMENT_MAX_BYTES}")
         return value
 
     @property

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-from datetime import datetime
+import json
+import math
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from restarter.domain.errors import NotFoundError
+from restarter.domain.errors import NotFoundError, RequestValidationError
 from restarter.domain.models import Cluster, RestartRequest
 from restarter.domain.validation import parse_restart_request
 
@@ -29,20 +31,66 @@ RolloutTrigger = Literal["api", "schedule", "queue", "cli"]
 # The seed's maintenance settings: production clusters get the gentler treatment.
 PRODUCTION_GRACE_PERIOD_MINUTES = 15
 DEFAULT_GRACE_PERIOD_MINUTES = 5
+DEFAULT_TIMEOUT_MINUTES = 15  # the seed's defaults and bound for timeout_minutes
+MAX_TIMEOUT_MINUTES = 60
+
+
+# An INLINE Map runs at most 40 iterations at once (Step Functions quota): a higher
+# max_concurrency would be accepted and silently not honoured.
+MAX_CONCURRENCY = 40
+
+# An INLINE Map's iterations are events of the rollout execution, whose history holds at most
+# 25,000 events. Measured on the embedded AWS (tests/test_rollouts.py): an item that polls its
+# restart once costs 23 events (start 5, choice 2, wait 2, poll 5, choice 2, finish 5, map
+# iteration 2), each further poll 9 (wait 2, poll 5, choice 2), the rollout itself about 15.
+# The budget allows every item 4 further polls (a restart overrunning its estimate by ~7 minutes
+# with the poll backoff below) and keeps 10 % of the history free for retries.
+HISTORY_EVENT_LIMIT = 25_000
+ROLLOUT_FIXED_EVENTS = 15
+ITEM_EVENTS_ONE_POLL = 23
+EVENTS_PER_EXTRA_POLL = 9
+ITEM_EVENT_BUDGET = ITEM_EVENTS_ONE_POLL + 4 * EVENTS_PER_EXTRA_POLL
+MAX_ROLLOUT_TARGETS = int((HISTORY_EVENT_LIMIT * 0.9 - ROLLOUT_FIXED_EVENTS) // ITEM_EVENT_BUDGET) // 10 * 10
+
+# An item's polling: the first poll when its restart is expected to be done (bounded), then a
+# backoff from 30 s doubling up to 15 minutes, never past the restart's deadline.
+MIN_FIRST_WAIT_SECONDS = 30
+MAX_FIRST_WAIT_SECONDS = 900
+POLL_BASE_SECONDS = 30
+MAX_POLL_SECONDS = 900
+
+# A window may open later than now (a resume for tonight's window), but not so late that the
+# rollout execution (TimeoutSeconds 172800 in rollout.asl.json) would time out waiting for it.
+MAX_WINDOW_START_DELAY = timedelta(hours=24)
 
 
 class MaintenanceWindow(BaseModel):
+    """When restarts may start: not before `start` (if given), not after `end`. Instead of `end`,
+    `duration_minutes` ends the window that long after its start (or after the rollout starts)."""
+
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=128)
-    end: datetime | None = None
+    start: datetime | None = Field(default=None, description="No restart starts before this (UTC with Z)")
+    end: datetime | None = Field(default=None, description="No restart starts after this (UTC with Z)")
+    duration_minutes: int | None = Field(
+        default=None, ge=1, le=1440, description="Instead of `end`: the window ends this long after it opens"
+    )
 
-    @field_validator("end")
+    @field_validator("start", "end")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            raise ValueError("end must carry a time zone (UTC with Z)")
+            raise ValueError("give a time zone (UTC with Z)")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MaintenanceWindow:
+        if self.end is not None and self.duration_minutes is not None:
+            raise ValueError("give either end or duration_minutes, not both")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
 
 
 class FailureThreshold(BaseModel):
@@ -67,13 +115,15 @@ class RolloutTargets(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cluster_ids: list[str] | None = Field(default=None, min_length=1, max_length=1000)
+    cluster_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_ROLLOUT_TARGETS)
     labels: dict[str, str] | None = Field(default=None, min_length=1)
     name_pattern: str | None = Field(default=None, min_length=1, max_length=256)
     request: dict[str, Any] = Field(default_factory=dict)
     docker_updates: dict[str, str] = Field(default_factory=dict)
     production_label: str = Field(default="env=production", pattern=r"^[^=]+=.*$")
-    max_concurrency: int = Field(default=5, ge=1, le=50)
+    max_concurrency: int = Field(
+        default=5, ge=1, le=MAX_CONCURRENCY, description="Restarts at a time (an inline Map runs 40 at most)"
+    )
     failure_threshold: FailureThreshold = Field(default_factory=FailureThreshold)
 
     @model_validator(mode="after")
@@ -113,8 +163,17 @@ class ItemResult(BaseModel):
         return self.status in FINISHED_ITEM_STATUSES
 
 
+class ResumeMark(BaseModel):
+    """The last resume asked with an Idempotency-Key: a retry of it answers, not resumes again."""
+
+    key: str
+    fingerprint: str
+    attempt: int
+
+
 class RolloutRecord(BaseModel):
     rollout_id: str = Field(pattern=ROLLOUT_ID_PATTERN)
+    # as asked for (an Idempotency-Key replay compares it); the window in force is `window`
     spec: RolloutSpec
     status: RolloutStatus = "running"
     requested_by: str
@@ -125,6 +184,9 @@ class RolloutRecord(BaseModel):
     completed_at: str | None = None
     attempt: int = 1
     execution_arn: str | None = None
+    # the window of the current attempt, resolved (an absolute end); None: the spec's
+    window: MaintenanceWindow | None = None
+    last_resume: ResumeMark | None = None
     # in target order
     results: list[ItemResult]
 
@@ -133,6 +195,20 @@ class RolloutRecord(BaseModel):
             if item.cluster_id == cluster_id:
                 return item
         raise KeyError(cluster_id)
+
+    @property
+    def current_window(self) -> MaintenanceWindow:
+        return self.window or self.spec.maintenance_window
+
+    @property
+    def execution_name(self) -> str:
+        """The current attempt's execution: one name per attempt, so starting it twice is safe."""
+        return f"{self.rollout_id}-{self.attempt}"
+
+    @property
+    def start_recorded(self) -> bool:
+        """Whether the current attempt's execution is known to have started."""
+        return bool(self.execution_arn) and str(self.execution_arn).rsplit(":", 1)[-1] == self.execution_name
 
 
 # ---------------------------------------------------------------- rules
@@ -179,8 +255,11 @@ def request_for(spec: RolloutSpec, cluster: Cluster) -> RestartRequest:
     body = dict(spec.request)
     body.setdefault("restart_reason", f"Maintenance window: {spec.maintenance_window.id}")
     if is_production(spec, cluster):
-        body["grace_period_minutes"] = max(PRODUCTION_GRACE_PERIOD_MINUTES, body.get("grace_period_minutes", 0))
+        grace = max(PRODUCTION_GRACE_PERIOD_MINUTES, body.get("grace_period_minutes", 0))
+        body["grace_period_minutes"] = grace
         body["preserve_state"] = True
+        if body.get("timeout_minutes", DEFAULT_TIMEOUT_MINUTES) <= grace:  # the gentler stop still has to fit
+            body["timeout_minutes"] = min(MAX_TIMEOUT_MINUTES, grace + DEFAULT_TIMEOUT_MINUTES)
     else:
         body.setdefault("grace_period_minutes", DEFAULT_GRACE_PERIOD_MINUTES)
     image = spec.docker_updates.get(cluster.id)
@@ -201,9 +280,95 @@ def may_start(results_so_far: list[ItemResult], spec: RolloutSpec) -> bool:
     return True
 
 
-def window_closed(spec: RolloutSpec, now: datetime) -> bool:
-    end = spec.maintenance_window.end
-    return end is not None and now >= end
+def window_closed(window: RolloutSpec | MaintenanceWindow, now: datetime) -> bool:
+    if isinstance(window, RolloutSpec):
+        window = window.maintenance_window
+    return window.end is not None and now >= window.end
+
+
+def resolve_window(window: MaintenanceWindow, now: datetime) -> MaintenanceWindow:
+    """The window with an absolute end: `duration_minutes` counts from its start, else from now."""
+    if window.duration_minutes is None:
+        return window
+    opens = window.start or now
+    return MaintenanceWindow(id=window.id, start=window.start, end=opens + timedelta(minutes=window.duration_minutes))
+
+
+def _invalid_window(field: str, message: str) -> RequestValidationError:
+    return RequestValidationError(
+        f"Invalid request: {field}",
+        {"errors": [{"field": field, "message": message, "type": "value_error"}]},
+    )
+
+
+def check_window_start(window: MaintenanceWindow, now: datetime, field: str = "maintenance_window") -> None:
+    if window.start is not None and window.start - now > MAX_WINDOW_START_DELAY:
+        hours = int(MAX_WINDOW_START_DELAY.total_seconds() // 3600)
+        raise _invalid_window(f"{field}.start", f"the window must open within {hours} hours")
+
+
+def check_resume_window(window: MaintenanceWindow, now: datetime) -> None:
+    """A window given to resume a rollout must still be open at some point: one that has ended
+    would skip every cluster."""
+    check_window_start(window, now)
+    if window.end is not None and window.end <= now:
+        raise _invalid_window("maintenance_window.end", "the window has already ended; give a later one")
+
+
+def window_start_delay(window: MaintenanceWindow, now: datetime) -> int:
+    """Seconds until the window opens (0 when open), rounded up: never a second early."""
+    if window.start is None:
+        return 0
+    return max(0, math.ceil((window.start - now).total_seconds()))
+
+
+def window_fingerprint(window: MaintenanceWindow | None) -> str:
+    body = window.model_dump(mode="json", exclude_none=True) if window is not None else None
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def check_rollout_size(count: int, field: str = "cluster_ids") -> None:
+    """An inline Map's iterations share the rollout execution's history (25,000 events)."""
+    if count > MAX_ROLLOUT_TARGETS:
+        raise RequestValidationError(
+            f"A rollout covers at most {MAX_ROLLOUT_TARGETS} clusters; this one matches {count}",
+            {
+                "errors": [
+                    {
+                        "field": field,
+                        "message": f"at most {MAX_ROLLOUT_TARGETS} clusters per rollout",
+                        "type": "too_long",
+                    }
+                ],
+                "max_clusters": MAX_ROLLOUT_TARGETS,
+                "matched_clusters": count,
+                "suggestion": "Split the rollout: several rollouts by cluster_ids, or a label per batch",
+            },
+        )
+
+
+def reset_for_resume(results: list[ItemResult]) -> list[ItemResult]:
+    """Succeeded items keep their result; the others go back to pending and keep their earlier
+    error until they are tried again."""
+    return [
+        item if item.status == "succeeded" else ItemResult(cluster_id=item.cluster_id, name=item.name, error=item.error)
+        for item in results
+    ]
+
+
+def first_wait_seconds(estimated_completion: datetime, now: datetime) -> int:
+    """The first poll of an item's restart: when the restart is expected to be done."""
+    expected = (estimated_completion - now).total_seconds()
+    return int(min(MAX_FIRST_WAIT_SECONDS, max(MIN_FIRST_WAIT_SECONDS, expected)))
+
+
+def next_poll_seconds(polls: int, now: datetime, deadline: datetime, give_up_at: datetime) -> int:
+    """The wait before poll number `polls + 1`: 30 s doubling up to 15 minutes, but never past the
+    restart's deadline (it ends by then) and, past it, never past when the item gives up."""
+    backoff: int = min(MAX_POLL_SECONDS, POLL_BASE_SECONDS << min(polls, 10))
+    until = deadline if now < deadline else give_up_at
+    left = int((until - now).total_seconds()) + 1
+    return max(POLL_BASE_SECONDS, min(backoff, left))
 
 
 def summarize(rollout: RolloutRecord) -> dict[str, Any]:
@@ -216,7 +381,7 @@ def summarize(rollout: RolloutRecord) -> dict[str, Any]:
         "created_at": rollout.created_at,
         "completed_at": rollout.completed_at,
         "attempt": rollout.attempt,
-        "maintenance_window": rollout.spec.maintenance_window.id,
+        "maintenance_window": rollout.current_window.id,
         "total_clusters": len(results),
         "successful_updates": sum(1 for r in results if r.success),
         "failed": sum(1 for r in results if r.status == "failed"),

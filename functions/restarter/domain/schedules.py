@@ -20,7 +20,7 @@ import zoneinfo
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from restarter.domain.rollouts import MaintenanceWindow, RolloutSpec, RolloutTargets
 
@@ -82,14 +82,18 @@ class ScheduleRequest(BaseModel):
         description="`at(yyyy-mm-ddThh:mm:ss)`, `rate(N minutes|hours|days)` or `cron(six fields)`",
     )
     timezone: str = Field(default="UTC", max_length=50, description="IANA time zone of the expression")
-    flexible_window_minutes: int = Field(
-        default=0, ge=0, le=1440, description="Scheduler may fire up to this late (spreads load); 0 = exactly on time"
-    )
     window_minutes: int = Field(
         default=DEFAULT_WINDOW_MINUTES,
         ge=1,
         le=1440,
         description="The maintenance window of each firing: no restart starts later than this after the scheduled time",
+    )
+    # after window_minutes: its validator compares the two
+    flexible_window_minutes: int = Field(
+        default=0,
+        ge=0,
+        le=1440,
+        description="Scheduler may fire this late (spreads load); 0 = on time. Shorter than window_minutes",
     )
     description: str | None = Field(default=None, max_length=512)
     enabled: bool = True
@@ -99,6 +103,16 @@ class ScheduleRequest(BaseModel):
     @classmethod
     def _expression(cls, value: str) -> str:
         return check_schedule_expression(value)
+
+    @field_validator("flexible_window_minutes")
+    @classmethod
+    def _fires_inside_the_window(cls, value: int, info: ValidationInfo) -> int:
+        """A firing up to `flexible_window_minutes` late must still leave some window: one that
+        fires at (or after) the window's end would skip every cluster."""
+        window = info.data.get("window_minutes")
+        if window is not None and value >= window:
+            raise ValueError(f"must be shorter than window_minutes ({window}): a late firing would skip every cluster")
+        return value
 
     @field_validator("timezone")
     @classmethod

@@ -33,7 +33,7 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
 
 def parse_restart_request(payload: Any) -> RestartRequest:
     if isinstance(payload, RestartRequest):
-        return payload
+        return check_request_consistency(payload)
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):
@@ -42,8 +42,23 @@ def parse_restart_request(payload: Any) -> RestartRequest:
             {"errors": [{"field": "body", "message": "expected an object", "type": "model_type"}]},
         )
     try:
-        return RestartRequest.model_validate(payload)
+        request = RestartRequest.model_validate(payload)
     except ValidationError as exc:
         errors = validation_details(exc)
         fields = ", ".join(sorted({e["field"] for e in errors}))
         raise RequestValidationError(f"Invalid restart request: {fields}", {"errors": errors}) from exc
+    return check_request_consistency(request)
+
+
+def check_request_consistency(request: RestartRequest) -> RestartRequest:
+    """Rules between fields: a graceful stop must fit in the restart's timeout."""
+    if not request.force and request.grace_period_minutes >= request.timeout_minutes:
+        message = (
+            f"grace_period_minutes ({request.grace_period_minutes}) must be less than timeout_minutes "
+            f"({request.timeout_minutes}) for a graceful restart: the stop alone would use the whole timeout"
+        )
+        raise RequestValidationError(
+            "Invalid restart request: grace_period_minutes",
+            {"errors": [{"field": "grace_period_minutes", "message": message, "type": "less_than_timeout"}]},
+        )
+    return request

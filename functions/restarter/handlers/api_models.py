@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from restarter.domain.inventory import InstanceView
 from restarter.domain.models import (
@@ -19,7 +19,7 @@ from restarter.domain.models import (
     RestartRecord,
     RestartStatus,
 )
-from restarter.domain.rollouts import ItemResult, RolloutRecord, summarize
+from restarter.domain.rollouts import ItemResult, MaintenanceWindow, RolloutRecord, summarize
 from restarter.domain.schedules import ScheduleView
 
 API_PREFIX = "/v1"
@@ -78,6 +78,10 @@ class RestartMeta(Meta):
     wait_for_ready: bool
     completed: bool = Field(description="Whether the restart ended within the wait")
     waited_seconds: float = 0.0
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Requested changes that change nothing, e.g. minimums the current instance type already meets",
+    )
 
 
 class RestartAcceptedResponse(BaseModel):
@@ -241,6 +245,16 @@ class RolloutResponse(BaseModel):
     success: bool = True
     data: RolloutView
     meta: Meta
+
+
+class ResumeRolloutRequest(BaseModel):
+    """The optional body of `POST /v1/rollouts/{id}/resume`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    maintenance_window: MaintenanceWindow | None = Field(
+        default=None, description="A later window for this run (the rollout's window shape); recorded on the rollout"
+    )
 
 
 class ScheduleCreatedMeta(Meta):

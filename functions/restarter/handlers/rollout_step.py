@@ -21,6 +21,8 @@ class RolloutStepEvent(BaseModel):
     cluster_id: str | None = Field(default=None, min_length=1)
     restart_id: str | None = Field(default=None, pattern=r"^rst_[a-z0-9]+$")
     error: dict[str, Any] = Field(default_factory=dict)
+    # poll_item: how many polls of this item's restart came before (its backoff)
+    polls: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _needs(self) -> RolloutStepEvent:
@@ -42,7 +44,7 @@ def lambda_handler(event: RolloutStepEvent, context: LambdaContext) -> dict[str,
     if event.action == "start_item":
         return rollouts.start_item(rd, event.rollout_id, cluster_id)
     if event.action == "poll_item":
-        return rollouts.poll_item(rd, event.rollout_id, cluster_id, restart_id)
+        return rollouts.poll_item(rd, event.rollout_id, cluster_id, restart_id, event.polls)
     if event.action == "finish_item":
         return rollouts.finish_item(rd, event.rollout_id, cluster_id, restart_id)
     if event.action == "fail_item":

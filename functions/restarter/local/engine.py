@@ -30,6 +30,7 @@ from moto import mock_aws
 from restarter.domain.schedules import fill_context_attributes
 from restarter.local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions
 from restarter.services.dependencies import Dependencies, build_dependencies, use_dependencies
+from restarter.services.ended_executions import CLEANUP_SUFFIX
 from restarter.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -202,12 +203,17 @@ _shims_installed = False
 _retrying = threading.local()
 
 
+def _clock_key(execution_name: str) -> str:
+    """A restart's cleanup-only execution (`<restart id>-cleanup`) runs on the restart's clock."""
+    return execution_name.removesuffix(CLEANUP_SUFFIX)
+
+
 def _execution_name(env: Any) -> str | None:
     """The clock key of what waits: the execution, or one iteration of its Map (iterations
     wait side by side; one key for all would run the execution's clock N times too fast)."""
     try:
         data = env.states.context_object.context_object_data
-        name = str(data["Execution"]["Name"])
+        name = _clock_key(str(data["Execution"]["Name"]))
     except (AttributeError, KeyError, TypeError):
         return None
     try:
@@ -270,7 +276,7 @@ def _install_step_functions_shims() -> None:
 
     def start_execution(self: Any, state_machine_arn: str, name: Any = None, *args: Any, **kwargs: Any) -> Any:
         if _active_clock is not None and name:
-            _active_clock.begin(str(name))
+            _active_clock.begin(_clock_key(str(name)))
         return original_start_execution(self, state_machine_arn, name, *args, **kwargs)
 
     StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]

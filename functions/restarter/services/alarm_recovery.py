@@ -2,19 +2,25 @@
 
 map the alarm to a cluster → claim the event (once per event id) → read the cluster's recent
 recoveries → decide (budget, escalation, strategy: `domain.recovery`) → `accept_restart` with
-the seed's request body for the strategy → record the recovery. Every event is audited,
-whether it acted or not; only failures a retry may fix raise (and release the claim first).
+the seed's request body for the strategy → record the recovery → mark the event done. Every
+event is audited, whether it acted or not; only failures a retry may fix raise (and release the
+claim first).
+
+The claim is held `in_progress` for a lease (`CLAIM_LEASE`, twice the function's timeout): if
+the invocation dies holding it, a delivery after the lease proceeds (and finds the recovery if
+the dead one had got as far as recording it); a delivery while it is held raises, so that Lambda
+retries it later; once `done`, every delivery is a duplicate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import boto3
 
 from restarter.adapters.alarms import AlarmTags
-from restarter.adapters.recovery_store import RecoveryStore, recovery_table_name
+from restarter.adapters.recovery_store import IN_PROGRESS, RecoveryStore, recovery_table_name
 from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundError, RequestValidationError
 from restarter.domain.models import Cluster, format_time
 from restarter.domain.recovery import (
@@ -37,6 +43,11 @@ from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies,
 from restarter.services.restart_intake import accept_restart
 
 AUDIT_ACTION = "alarm.state_changed"
+# AlarmRecoveryFunction's Timeout in template.yaml; the claim's lease is twice that, so an
+# invocation still running always holds it, and Lambda's first async retry (about a minute after
+# a failed or timed-out invocation) finds it expired.
+FUNCTION_TIMEOUT_SECONDS = 30
+CLAIM_LEASE = timedelta(seconds=2 * FUNCTION_TIMEOUT_SECONDS)
 BUDGET_EXHAUSTED_EVENT = "Recovery Budget Exhausted"
 # What accept_restart refuses for a reason of the cluster's or the request's; answered, not raised.
 REFUSALS = (InvalidStateError, RequestValidationError, NotFoundError, ConflictError)
@@ -122,19 +133,35 @@ def recover_from_alarm(service: AlarmRecovery, alarm: AlarmTransition) -> Recove
         return outcome
 
     now = deps.clock.now()
-    if not service.recoveries.claim_event(alarm.event_id, now, cluster_id=cluster.id, alarm_name=alarm.alarm_name):
-        logger.info("alarm event already handled")
-        return RecoveryOutcome(
-            "duplicate", alarm.alarm_name, alarm.event_id, cluster_id=cluster.id, reasons=["event already handled"]
+    standing = service.recoveries.claim_event(
+        alarm.event_id, now, CLAIM_LEASE, cluster_id=cluster.id, alarm_name=alarm.alarm_name
+    )
+    if standing == IN_PROGRESS:
+        # another invocation is on it; if it dies, a retry after its lease takes over
+        logger.info("alarm event being handled by another invocation")
+        raise ConflictError(
+            "The alarm event is being handled by another invocation; retry after its lease",
+            {"event_id": alarm.event_id, "lease_seconds": int(CLAIM_LEASE.total_seconds())},
         )
+    if standing is not None:
+        logger.info("alarm event already handled")
+        return _duplicate(alarm, cluster)
     try:
         outcome = _recover(service, alarm, cluster, now)
     except Exception:
         # not handled: let a redelivery (Lambda's async retries) try again
         service.recoveries.release_event(alarm.event_id)
         raise
-    _audit(deps, cluster.id, alarm, outcome, via=mapping.via)
+    if outcome.action != "duplicate":
+        _audit(deps, cluster.id, alarm, outcome, via=mapping.via)
+    service.recoveries.finish_event(alarm.event_id, deps.clock.now())
     return outcome
+
+
+def _duplicate(alarm: AlarmTransition, cluster: Cluster) -> RecoveryOutcome:
+    return RecoveryOutcome(
+        "duplicate", alarm.alarm_name, alarm.event_id, cluster_id=cluster.id, reasons=["event already handled"]
+    )
 
 
 def _recover(service: AlarmRecovery, alarm: AlarmTransition, cluster: Cluster, now: datetime) -> RecoveryOutcome:
@@ -144,6 +171,10 @@ def _recover(service: AlarmRecovery, alarm: AlarmTransition, cluster: Cluster, n
         logger.warning("recovery labels not understood, defaults used", cluster_id=cluster.id, problems=policy.problems)
     lookback = max(BUDGET_WINDOW, policy.cooldown)
     history = service.recoveries.history(cluster.id, now - lookback)
+    if any(entry.event_id == alarm.event_id for entry in history):
+        # an invocation that died after starting this event's recovery, before marking it done
+        logger.info("alarm event's recovery already started", cluster_id=cluster.id)
+        return _duplicate(alarm, cluster)
     previous = latest(history)
     previous_status = None
     if previous is not None:

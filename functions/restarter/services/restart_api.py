@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from restarter.domain.errors import InvalidStateError, NotFoundError
 from restarter.domain.inventory import InstanceView
-from restarter.domain.models import Cluster, RestartRecord, format_time
+from restarter.domain.models import Cluster, RestartRecord, RestartRequest, RestartTarget, format_time
 from restarter.services.dependencies import Dependencies
+from restarter.services.ended_executions import conclude_if_execution_ended
 from restarter.services.restart_intake import load_cluster
 
 
@@ -32,6 +33,43 @@ def get_cluster(deps: Dependencies, tenant_id: str, cluster_id: str) -> ClusterD
         stored = deps.restarts.get(cluster.current_restart_id)
         current = stored[0] if stored else None
     return ClusterDetails(cluster, instances, current)
+
+
+def visible_cluster(deps: Dependencies, tenant_id: str, cluster_id: str) -> Cluster:
+    """The tenant's cluster, or `NOT_FOUND` (also for another tenant's)."""
+    return load_cluster(deps, cluster_id, tenant_id)
+
+
+def unchanged_configuration_notes(cluster: Cluster, request: RestartRequest, target: RestartTarget) -> list[str]:
+    """Requested changes that change nothing, said out loud instead of silently dropped.
+
+    `cpu_cores` and `memory_gb` are minimums: the restart picks the smallest type of the family
+    that meets them, which may be the current one. The seed's example asks a p4d.24xlarge (96
+    vCPUs, 1152 GiB) for 64 and 512: already met, so the instance type stays.
+    """
+    notes: list[str] = []
+    config = request.update_configuration
+    if config is not None and config.changes_hardware() and target.instance_type is None:
+        met = [
+            f"{name} {wanted} (has {has})"
+            for name, wanted, has in (
+                ("cpu_cores", config.cpu_cores, cluster.vcpus),
+                ("memory_gb", config.memory_gb, cluster.memory_gb),
+                ("gpu_count", config.gpu_count, cluster.gpu_count),
+            )
+            if wanted is not None
+        ]
+        notes.append(
+            f"update_configuration: the current instance type {cluster.instance_type} already meets the requested "
+            f"{', '.join(met)}; instance type unchanged"
+        )
+    if config is not None and config.storage_gb is not None and target.storage_gb is None:
+        notes.append(f"update_configuration.storage_gb: storage is already {cluster.storage_gb} GB; unchanged")
+    if config is not None and config.region is not None and config.region == cluster.region:
+        notes.append(f"update_configuration.region: the cluster is already in {cluster.region}; unchanged")
+    if request.update_docker_image is not None and target.image is None:
+        notes.append(f"update_docker_image: the cluster already runs {request.update_docker_image}; unchanged")
+    return notes
 
 
 def list_clusters(
@@ -72,11 +110,13 @@ def cancel_restart(deps: Dependencies, tenant_id: str, restart_id: str, requeste
     read-modify-write that re-applies after a lost race instead of answering 409.
     """
     newly_requested: list[bool] = []
+    ended: list[RestartRecord] = []
 
     def request_cancel(record: RestartRecord) -> None:
         if record.tenant_id != tenant_id:
             raise NotFoundError("Restart not found", {"restart_id": restart_id})
         if record.is_terminal:
+            ended[:] = [record]
             raise InvalidStateError(
                 "Restart has already ended",
                 {"restart_id": restart_id, "current_status": record.status, "allowed_states": ["restarting"]},
@@ -86,7 +126,22 @@ def cancel_restart(deps: Dependencies, tenant_id: str, restart_id: str, requeste
             record.cancel_requested_at = format_time(deps.clock.now())
             record.cancel_requested_by = requested_by
 
-    record = deps.restarts.update(restart_id, request_cancel)
+    try:
+        record = deps.restarts.update(restart_id, request_cancel)
+    except InvalidStateError as exc:
+        if ended:  # the tenant's own restart: its cluster's trail shows the refused cancel
+            deps.audit.record(
+                ended[0].cluster_id,
+                "restart.cancel_requested",
+                requested_by,
+                "refused",
+                deps.clock.now(),
+                restart_id=restart_id,
+                error_code=exc.code,
+                error=exc.message,
+                current_status=ended[0].status,
+            )
+        raise
     if newly_requested == [True]:
         deps.audit.record(
             record.cluster_id,
@@ -97,11 +152,20 @@ def cancel_restart(deps: Dependencies, tenant_id: str, restart_id: str, requeste
             restart_id=restart_id,
             phase=record.progress.phase,
         )
+    # an execution that already ended would never see the flag: finish the restart here
+    conclude_if_execution_ended(deps, record)
     return record
 
 
-def record_refused_restart(deps: Dependencies, cluster_id: str, requested_by: str, code: str, message: str) -> None:
-    """Audit a restart request refused before the intake saw it (body validation, scope)."""
+def record_refused_restart(
+    deps: Dependencies, cluster_id: str, tenant_id: str, requested_by: str, code: str, message: str
+) -> None:
+    """Audit a restart request refused before the intake saw it (body validation, scope) in the
+    cluster's trail, if the cluster is the tenant's: another tenant's trail never shows the
+    probes of this one (`record_api_request` keeps those in this tenant's own trail)."""
+    cluster = deps.clusters.get(cluster_id)
+    if cluster is None or cluster.tenant_id != tenant_id:
+        return
     deps.audit.record(
         cluster_id,
         "restart.requested",
@@ -111,6 +175,39 @@ def record_refused_restart(deps: Dependencies, cluster_id: str, requested_by: st
         trigger="api",
         error_code=code,
         error=message,
+    )
+
+
+def tenant_trail(tenant_id: str | None) -> str:
+    """The audit key of a tenant's request trail (`tenant:-` for a request with no tenant)."""
+    return f"tenant:{tenant_id or '-'}"
+
+
+def record_api_request(
+    deps: Dependencies,
+    *,
+    tenant_id: str | None,
+    requested_by: str,
+    method: str,
+    path: str,
+    status: int,
+    error_code: str | None,
+    request_id: str,
+) -> None:
+    """One API request in its tenant's trail: outcome `accepted` (2xx/3xx), `refused` (4xx) or `failed` (5xx)."""
+    outcome = "accepted" if status < 400 else "refused" if status < 500 else "failed"
+    deps.audit.record(
+        tenant_trail(tenant_id),
+        "api.request",
+        requested_by,
+        outcome,
+        deps.clock.now(),
+        tenant_id=tenant_id,
+        method=method,
+        path=path,
+        status=status,
+        error_code=error_code,
+        request_id=request_id,
     )
 
 

@@ -10,6 +10,8 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from restarter.domain.cost import HARDWARE_DIMENSIONS, cost_impact, load_price_catalog
 from restarter.domain.errors import NotFoundError, RestarterError
 from restarter.domain.models import (
@@ -24,7 +26,7 @@ from restarter.domain.models import (
 from restarter.domain.planning import INTAKE_STEPS, estimate_completion, plan_phases, progress_at
 from restarter.domain.rules import build_target, describe_changes, ensure_restartable
 from restarter.domain.validation import parse_restart_request
-from restarter.observability import logger
+from restarter.observability import logger, metrics
 from restarter.services.dependencies import Dependencies
 
 # The lock outlives the deadline by the time cleanup may need to put things back.
@@ -64,24 +66,22 @@ def accept_restart(
         request = parse_restart_request(payload)
         record = _accept(deps, cluster_id, request, trigger=trigger, requested_by=requested_by, tenant_id=tenant_id)
     except RestarterError as exc:
-        deps.audit.record(
+        _audit(
+            deps,
             cluster_id,
-            "restart.requested",
             requested_by,
             "refused",
-            deps.clock.now(),
             trigger=trigger,
             error_code=exc.code,
             error=exc.message,
             details=exc.details,
         )
         raise
-    deps.audit.record(
+    _audit(
+        deps,
         cluster_id,
-        "restart.requested",
         requested_by,
         "accepted",
-        deps.clock.now(),
         trigger=trigger,
         restart_id=record.id,
         reason=record.reason,
@@ -89,6 +89,27 @@ def accept_restart(
         changes=record.configuration_updates.pending,
     )
     return record
+
+
+def _audit(deps: Dependencies, cluster_id: str, requested_by: str, outcome: str, **details: Any) -> None:
+    """Write the audit entry of a restart request without changing its outcome.
+
+    Once the execution has started, nothing may turn the answer into an error: the caller (a
+    queue, an alarm rule) would deliver the request again and restart the cluster twice. A
+    refused request keeps its own error. A lost entry is logged with the restart id and counted;
+    the restart record itself keeps requester, reason and changes.
+    """
+    try:
+        deps.audit.record(cluster_id, "restart.requested", requested_by, outcome, deps.clock.now(), **details)
+    except RestarterError as exc:
+        logger.error(
+            "audit entry not written",
+            cluster_id=cluster_id,
+            outcome=outcome,
+            restart_id=details.get("restart_id"),
+            error_code=exc.code,
+        )
+        metrics.add_metric(name="AuditEntriesLost", unit=MetricUnit.Count, value=1)
 
 
 def _accept(
@@ -227,4 +248,9 @@ def _undo_intake(
             )
             failed.restart_completed_at = format_time(deps.clock.now())
             deps.restarts.put(failed, version)
+    if record is not None and record.target.environment_parameter:
+        try:
+            deps.provider.delete_environment(record.target.environment_parameter)
+        except RestarterError:
+            logger.warning("pending environment not deleted", restart_id=restart_id)
     deps.locks.release(cluster.id, restart_id)

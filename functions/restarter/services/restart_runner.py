@@ -82,10 +82,17 @@ class RestartRunner:
             if phase != "ready":  # once health checks passed, the restart is done: no timeout, no cancel
                 self._check_limits(record, phase, attempt, now)
             done = PHASES[phase](self, record, cluster, state, attempt)
-        except RestarterError as exc:
-            # Keep what went wrong (and what had already changed) for cleanup to report.
-            state["failure"] = {"code": exc.code, "message": exc.message, "details": exc.details}
-            self._save(record, version, cluster)
+        except Exception as exc:
+            # Keep what went wrong and what this step had already done: a retry resumes from there
+            # (never repeating an action on an instance), and cleanup knows what to undo.
+            if isinstance(exc, RestarterError):
+                state["failure"] = {"code": exc.code, "message": exc.message, "details": exc.details}
+            else:
+                state["failure"] = {"code": "INTERNAL", "message": type(exc).__name__, "details": {}}
+            try:
+                self._save(record, version, cluster)
+            except Exception as save_error:  # the step's own error is the one the state machine must see
+                logger.error("could not save a failed step", restart_id=record.id, error_type=type(save_error).__name__)
             raise
         if done:
             self._finish_phase(record, phase, self.deps.clock.now())
@@ -181,17 +188,19 @@ class RestartRunner:
     def _creating_checkpoint(
         self, record: RestartRecord, cluster: Cluster, state: dict[str, Any], attempt: int
     ) -> bool:
-        if "volume_snapshots" not in state:
-            checkpoint_id = f"snap_{secrets.token_hex(6)}"
-            state["checkpoint_id"] = checkpoint_id
-            state["volume_snapshots"] = self.provider.create_checkpoint(
-                cluster.instance_ids,
-                {
-                    "restarter:cluster": cluster.id,
-                    "restarter:restart": record.id,
-                    "restarter:checkpoint": checkpoint_id,
-                },
-            )
+        # One instance at a time, each recorded as soon as its snapshots exist: a retry after a
+        # throttled call snapshots only the instances not done yet, under the same checkpoint.
+        checkpoint_id = state.setdefault("checkpoint_id", f"snap_{secrets.token_hex(6)}")
+        snapshots: dict[str, dict[str, str]] = state.setdefault("volume_snapshots", {})
+        missing = [iid for iid in cluster.instance_ids if iid not in snapshots]
+        if missing:
+            tags = {
+                "restarter:cluster": cluster.id,
+                "restarter:restart": record.id,
+                "restarter:checkpoint": checkpoint_id,
+            }
+            for instance_id in missing:
+                snapshots[instance_id] = self.provider.create_checkpoint([instance_id], tags).get(instance_id, {})
             return False
         snapshot_ids = [s for devices in state["volume_snapshots"].values() for s in devices.values()]
         states = self.provider.snapshot_states(snapshot_ids)
@@ -235,11 +244,11 @@ class RestartRunner:
         return True
 
     def _restore_root_volumes(self, record: RestartRecord, cluster: Cluster, sub: dict[str, Any]) -> bool:
-        if "tasks" not in sub:
-            sub["tasks"] = {
-                iid: self.provider.replace_root_volume(iid, snap)
-                for iid, snap in record.target.restore_root_snapshots.items()
-            }
+        tasks: dict[str, str] = sub.setdefault("tasks", {})
+        missing = {iid: snap for iid, snap in record.target.restore_root_snapshots.items() if iid not in tasks}
+        if missing:  # recorded task by task: a retried call never starts a second task for an instance
+            for instance_id, snapshot_id in missing.items():
+                tasks[instance_id] = self.provider.replace_root_volume(instance_id, snapshot_id)
             return False
         for iid, task_id in sub["tasks"].items():
             task_state = self.provider.replace_root_volume_states(iid, [task_id]).get(task_id, "pending")
@@ -269,14 +278,21 @@ class RestartRunner:
 
     def _grow_storage(self, record: RestartRecord, cluster: Cluster, sub: dict[str, Any]) -> bool:
         size = record.target.storage_gb or 0
-        if "volumes" not in sub:
-            sub["volumes"] = []
-            for volume in cluster.data_volumes():
-                if volume.size_gb < size:
-                    record.changes.grown_volumes[volume.volume_id] = volume.size_gb
-                    self.provider.grow_volume(volume.volume_id, size)
-                    sub["volumes"].append(volume.volume_id)
-            return not sub["volumes"]
+        if "volumes" not in sub:  # decided once, before any volume changes
+            smaller = [v for v in cluster.data_volumes() if v.size_gb < size]
+            sub["volumes"] = [v.volume_id for v in smaller]
+            sub["requested"] = []
+            for volume in smaller:
+                record.changes.grown_volumes[volume.volume_id] = volume.size_gb
+        if not sub["volumes"]:
+            return True
+        requested: list[str] = sub.setdefault("requested", [])
+        missing = [v for v in sub["volumes"] if v not in requested]
+        if missing:  # recorded volume by volume: a retry after a throttled call grows only the rest
+            for volume_id in missing:
+                self.provider.grow_volume(volume_id, size)
+                requested.append(volume_id)
+            return False
         states = self.provider.volume_modification_states(sub["volumes"])
         if any(states.get(v) == "failed" for v in sub["volumes"]):
             raise PhaseFailedError("Volume modification failed", {"volumes": sub["volumes"]})
@@ -435,10 +451,14 @@ class RestartRunner:
         """Record the error now; the terminal status is set once cleanup has concluded."""
         name = _error_name(error)
         message = _error_message(error)
+        # `States.Timeout` is one step running past its task timeout: a failure, not the restart's
+        # own `timeout_minutes`. The `Execution*` names come from an execution that ended outside
+        # the state machine's Catch (see services/ended_executions.py).
         code = {
             "RestartTimedOutError": "TIMED_OUT",
-            "States.Timeout": "TIMED_OUT",
+            "ExecutionTimedOut": "TIMED_OUT",
             "RestartCancelledError": "CANCELLED",
+            "ExecutionAborted": "CANCELLED",
         }.get(name, "RESTART_FAILED")
         record.error = RestartError(
             code=code,
@@ -583,6 +603,9 @@ class RestartRunner:
                 record.configuration_updates.applied.append(line)
 
     def _enter_phase(self, record: RestartRecord, phase: Phase, now: datetime) -> None:
+        last = record.phase_history[-1] if record.phase_history else None
+        if last is not None and last.phase == phase and last.outcome == "in_progress":
+            return  # the state machine retried the phase's first step: entered and announced already
         record.progress = progress_at(record.plan, phase)
         record.phase_history.append(PhaseEntry(phase=phase, started_at=format_time(now)))
         logger.info("restart phase started", restart_id=record.id, cluster_id=record.cluster_id, phase=phase)
@@ -617,6 +640,7 @@ class RestartRunner:
     def _release(self, record: RestartRecord) -> None:
         """Release the cluster's lock, then tell the audit trail and the event bus how it ended."""
         released = self.deps.locks.release(record.cluster_id, record.id)
+        self._forget_pending_environment(record)
         outcome = record.status
         metrics.add_metric(name=f"Restarts_{outcome}", unit=MetricUnit.Count, value=1)
         if record.downtime_seconds is not None:
@@ -652,6 +676,16 @@ class RestartRunner:
             },
             resources=[record.cluster_id],
         )
+
+    def _forget_pending_environment(self, record: RestartRecord) -> None:
+        """The request's environment values were merged into the cluster's parameter (or rolled
+        back): the per-restart copy of the secrets has no further use."""
+        if not record.target.environment_parameter:
+            return
+        try:
+            self.provider.delete_environment(record.target.environment_parameter)
+        except RestarterError as exc:
+            logger.warning("pending environment not deleted", restart_id=record.id, error_code=exc.code)
 
     def _load(self, restart_id: str) -> tuple[RestartRecord, int]:
         loaded = self.deps.restarts.get(restart_id)

@@ -7,6 +7,10 @@ and the maintenance window is open), starts an ordinary restart through the inta
 restart record until it is terminal, and records its result. An item never fails the Map:
 any error becomes a failed result. Starting a rollout again with the same id resumes it:
 clusters that already succeeded are not restarted again and keep their result.
+
+The rollout execution's history holds every item's steps (an inline Map), so an item polls
+sparingly: first when its restart is expected to be done, then with a backoff
+(`domain.rollouts.first_wait_seconds`, `next_poll_seconds`).
 """
 
 from __future__ import annotations
@@ -24,27 +28,42 @@ from botocore.exceptions import ClientError
 
 from restarter.adapters.rollout_store import RolloutStore
 from restarter.adapters.stepfunctions import ExecutionStarter
-from restarter.domain.errors import ConflictError, NotFoundError, RestarterError, TransientProviderError
+from restarter.domain.errors import (
+    ConflictError,
+    NotFoundError,
+    ProviderError,
+    RestarterError,
+    TransientProviderError,
+)
 from restarter.domain.models import RestartRecord, format_time, parse_time
 from restarter.domain.rollouts import (
+    POLL_BASE_SECONDS,
     ItemResult,
+    MaintenanceWindow,
+    ResumeMark,
     RolloutRecord,
     RolloutSpec,
     RolloutTrigger,
+    check_resume_window,
+    check_rollout_size,
+    check_window_start,
+    first_wait_seconds,
     may_start,
+    next_poll_seconds,
     request_for,
+    reset_for_resume,
+    resolve_window,
     select_targets,
     summarize,
     window_closed,
+    window_fingerprint,
+    window_start_delay,
 )
 from restarter.observability import logger
 from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient, get_dependencies
 from restarter.services.restart_intake import LOCK_MARGIN, accept_restart
 
 DEFAULT_ROLLOUTS_TABLE = "restarter-rollouts"
-POLL_SECONDS = 15
-MIN_FIRST_WAIT_SECONDS = 15
-MAX_FIRST_WAIT_SECONDS = 900
 
 
 @dataclass
@@ -109,17 +128,23 @@ def create_rollout(
     """Resolve the targets (the tenant's clusters only) and start a rollout over them.
 
     A caller that derives `rollout_id` from its delivery (a schedule's firing, a queue
-    message) gets the existing rollout back, and `False`, when the delivery comes again.
+    message) gets the existing rollout back, and `False`, when the delivery comes again. If
+    that rollout's execution was never started (StartExecution failed after the record was
+    saved), the same delivery starts it now and gets `True`: True means "started by this call".
     """
     deps = rd.deps
     rollout_id = rollout_id or new_rollout_id()
     existing = rd.store.get(rollout_id)
     if existing is not None:
-        return existing[0], False
+        return _start_if_never_started(rd, existing[0], spec)
+    now = deps.clock.now()
+    check_window_start(spec.maintenance_window, now)
     visible = [c for c in deps.clusters.list_all() if tenant_id is None or c.tenant_id == tenant_id]
     targets = select_targets(spec, visible)
+    check_rollout_size(len(targets), _selector_field(spec))
     for cluster in targets:
         request_for(spec, cluster)  # a body that cannot be valid fails the start, not every item
+    window = resolve_window(spec.maintenance_window, now)
     record = RolloutRecord(
         rollout_id=rollout_id,
         spec=spec,
@@ -128,10 +153,11 @@ def create_rollout(
         trigger=trigger,
         created_at=format_time(deps.clock.now()),
         results=[ItemResult(cluster_id=c.id, name=c.name) for c in targets],
+        window=window if window != spec.maintenance_window else None,
     )
     try:
         rd.store.put(record, None)
-    except ConflictError:  # the same delivery, handled at the same moment elsewhere
+    except ConflictError:  # the same delivery, handled at the same moment elsewhere (it starts it)
         stored = rd.store.get(rollout_id)
         if stored is None:
             raise
@@ -149,23 +175,81 @@ def create_rollout(
     return _run(rd, record), True
 
 
-def resume_rollout(rd: RolloutDependencies, rollout_id: str, *, tenant_id: str | None = None) -> RolloutRecord:
-    """Run again every cluster that has not succeeded; succeeded ones keep their result.
-    The stored spec and targets win (a window that has closed skips the rest again)."""
+def _selector_field(spec: RolloutSpec) -> str:
+    return next(name for name in ("cluster_ids", "labels", "name_pattern") if getattr(spec, name) is not None)
+
+
+def _start_if_never_started(
+    rd: RolloutDependencies, record: RolloutRecord, spec: RolloutSpec
+) -> tuple[RolloutRecord, bool]:
+    """A delivery that comes again finds its rollout. If the rollout's current execution was never
+    recorded as started (the first delivery failed between saving the record and StartExecution,
+    or before recording the execution), this delivery starts it: the execution's name is one per
+    attempt, so a start that did happen is found, not doubled. Another request under the same id
+    (a reused Idempotency-Key with a different spec) starts nothing; the caller refuses it."""
+    if record.status != "running" or record.start_recorded or record.spec != spec:
+        return record, False
+    logger.warning("rollout found without a started execution; starting it", rollout_id=record.rollout_id)
+    return _run(rd, record), True
+
+
+def resume_rollout(
+    rd: RolloutDependencies,
+    rollout_id: str,
+    *,
+    tenant_id: str | None = None,
+    window: MaintenanceWindow | None = None,
+    idempotency_key: str | None = None,
+    requested_by: str = "operator",
+) -> tuple[RolloutRecord, bool]:
+    """Run again every cluster that has not succeeded; succeeded ones keep their result, the
+    others keep their earlier error until they are tried again.
+
+    `window` (a later maintenance window) replaces the rollout's window for this run and is
+    recorded on it; without one the current window stays (one that has closed skips the rest
+    again). With `idempotency_key`, a retry of the same resume answers it (`False`) instead of
+    resuming again, and the same key with another window is a CONFLICT. Returns the rollout and
+    whether this call resumed it."""
     stored = rd.store.get(rollout_id)
     if stored is None or (tenant_id is not None and stored[0].tenant_id != tenant_id):
         raise NotFoundError("Rollout not found", {"rollout_id": rollout_id})
     record, version = stored
+    fingerprint = window_fingerprint(window)
+    mark = record.last_resume
+    if idempotency_key is not None and mark is not None and mark.key == idempotency_key:
+        if mark.fingerprint != fingerprint:
+            raise ConflictError(
+                "This Idempotency-Key was used with a different request",
+                {"header": "Idempotency-Key", "rollout_id": rollout_id},
+            )
+        if mark.attempt == record.attempt and record.status == "running" and not record.start_recorded:
+            return _run(rd, record), True  # that resume saved its attempt but never started it
+        return record, False
     if record.status == "running" and _still_running(rd, record.execution_arn):
         raise ConflictError("The rollout is still running", {"rollout_id": rollout_id})
-    record.results = [
-        r if r.status == "succeeded" else ItemResult(cluster_id=r.cluster_id, name=r.name) for r in record.results
-    ]
+    now = rd.deps.clock.now()
+    if window is not None:
+        check_resume_window(window, now)
+        record.window = resolve_window(window, now)
+    earlier_failures = {r.cluster_id: r.error for r in record.results if r.status != "succeeded"}
+    record.results = reset_for_resume(record.results)
     record.attempt += 1
     record.status = "running"
     record.completed_at = None
+    if idempotency_key is not None:
+        record.last_resume = ResumeMark(key=idempotency_key, fingerprint=fingerprint, attempt=record.attempt)
     rd.store.put(record, version)
-    return _run(rd, record)
+    rd.deps.audit.record(
+        f"rollout:{rollout_id}",
+        "rollout.resumed",
+        requested_by,
+        "accepted",
+        now,
+        attempt=record.attempt,
+        maintenance_window=record.current_window.model_dump(mode="json", exclude_none=True),
+        earlier_failures=earlier_failures,
+    )
+    return _run(rd, record), True
 
 
 def get_rollout(rd: RolloutDependencies, rollout_id: str, *, tenant_id: str | None = None) -> RolloutRecord:
@@ -177,20 +261,34 @@ def get_rollout(rd: RolloutDependencies, rollout_id: str, *, tenant_id: str | No
 
 
 def _run(rd: RolloutDependencies, record: RolloutRecord) -> RolloutRecord:
-    """One execution over the items that have not succeeded yet."""
+    """One execution over the items that have not succeeded yet (named by the attempt, so a
+    second start of the same attempt finds the first: ExecutionAlreadyExists, or Step Functions
+    answering the running execution for the same name and input). Its first state waits for the
+    window to open."""
     rollout_id = record.rollout_id
     items = [r.cluster_id for r in record.results if r.status != "succeeded"]
     if not items:
         return rd.store.update(rollout_id, _complete(format_time(rd.deps.clock.now())))
     if rd.executions is None:
         raise RestarterError("No rollout state machine is configured", {"setting": "ROLLOUT_STATE_MACHINE_ARN"})
-    execution_arn = rd.executions.start(
-        f"{rollout_id}-{record.attempt}",
-        {"rollout_id": rollout_id, "items": items, "max_concurrency": record.spec.max_concurrency},
-    )
+    name = record.execution_name
+    payload = {
+        "rollout_id": rollout_id,
+        "items": items,
+        "max_concurrency": record.spec.max_concurrency,
+        "wait_seconds": window_start_delay(record.current_window, rd.deps.clock.now()),
+    }
+    try:
+        execution_arn = rd.executions.start(name, payload)
+    except ProviderError as exc:
+        if exc.details.get("aws_error_code") != "ExecutionAlreadyExists":
+            raise
+        execution_arn = rd.executions.execution_arn(name)  # a first try did start it
+        logger.info("rollout execution already started", rollout_id=rollout_id, execution=name)
 
     def _started(current: RolloutRecord) -> None:
-        current.execution_arn = execution_arn
+        if current.attempt == record.attempt:
+            current.execution_arn = execution_arn
 
     logger.info("rollout started", rollout_id=rollout_id, attempt=record.attempt, items=len(items))
     return rd.store.update(rollout_id, _started)
@@ -239,7 +337,7 @@ def start_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str) -> dic
     if current.finished:
         return _output(current)  # already decided (a resumed rollout passes no succeeded item)
     if current.status == "running" and current.restart_id:
-        return _output(current, POLL_SECONDS)  # a retried call: keep following the restart
+        return _output(current, POLL_BASE_SECONDS)  # a retried call: keep following the restart
 
     now = deps.clock.now()
     stamp = format_time(now)
@@ -248,7 +346,7 @@ def start_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str) -> dic
         item = record.result(cluster_id)
         if item.status == "running":
             return  # claimed by an earlier try of this call
-        if window_closed(record.spec, now):
+        if window_closed(record.current_window, now):
             item.status, item.error = "skipped_window_closed", "The maintenance window closed before it started"
         elif not may_start(record.results, record.spec):
             item.status, item.error = "skipped", "The rollout's failure threshold was reached"
@@ -321,15 +419,24 @@ def _start_restart(
 
 def _first_wait(restart: RestartRecord, now: datetime) -> int:
     """The first poll comes about when the restart is expected to be done."""
-    expected = (parse_time(restart.estimated_completion_time) - now).total_seconds()
-    return int(min(MAX_FIRST_WAIT_SECONDS, max(MIN_FIRST_WAIT_SECONDS, expected)))
+    return first_wait_seconds(parse_time(restart.estimated_completion_time), now)
 
 
-def poll_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str, restart_id: str) -> dict[str, Any]:
+def poll_item(
+    rd: RolloutDependencies, rollout_id: str, cluster_id: str, restart_id: str, polls: int = 0
+) -> dict[str, Any]:
+    """Is the item's restart over? If not, how long to wait before poll number `polls + 2`
+    (a backoff, so that a slow restart costs the rollout's history few events)."""
     deps = rd.deps
     stored = deps.restarts.get(restart_id)
-    done = stored is None or stored[0].is_terminal or deps.clock.now() > parse_time(stored[0].deadline) + LOCK_MARGIN
-    return {"done": done, "wait_seconds": POLL_SECONDS, "restart_id": restart_id, "cluster_id": cluster_id}
+    now = deps.clock.now()
+    if stored is None:
+        return {"done": True, "wait_seconds": 0, "polls": polls + 1, "restart_id": restart_id, "cluster_id": cluster_id}
+    deadline = parse_time(stored[0].deadline)
+    give_up_at = deadline + LOCK_MARGIN
+    done = stored[0].is_terminal or now > give_up_at
+    wait = 0 if done else next_poll_seconds(polls, now, deadline, give_up_at)
+    return {"done": done, "wait_seconds": wait, "polls": polls + 1, "restart_id": restart_id, "cluster_id": cluster_id}
 
 
 def finish_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str, restart_id: str) -> dict[str, Any]:

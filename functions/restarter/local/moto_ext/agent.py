@@ -173,12 +173,13 @@ def health_check_stdout(state: SimulatedAgentState, ec2_backend: Any, instance: 
         lines.append(f"container: exited {container['image']}")
     published = {_port_key(port) for port in (container["ports"] if container else [])}
     running = bool(container and container["running"])
-    for port in _ports(args):
+    for port in _ports(args):  # the script probes the published host port (see the EC2 adapter)
         protocol, number = _port_key(port)
         is_open = running and (protocol, number) in published
         if state.is_port_closed(instance.id, number, protocol):
             is_open = False
-        lines.append(f"port: {protocol}/{number} {'open' if is_open else 'closed'}")
+        host_port = int(port.get("external_port") or number)
+        lines.append(f"port: {protocol}/{host_port} {'open' if is_open else 'closed'}")
     lines.extend(f"xid: {line}" for line in state.xid_lines(instance.id))
     return "\n".join(lines) + "\n"
 

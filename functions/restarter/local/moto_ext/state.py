@@ -56,6 +56,7 @@ class ThrottleRefusal:
 class _Throttle:
     remaining: int
     error_code: str | None = None
+    let_through: int = 0  # calls that pass before the refusals start
 
 
 @dataclass
@@ -90,18 +91,21 @@ class SimulatedAgentState:
 
     # -- API throttling ------------------------------------------------------------------------
 
-    def throttle(self, service: str, action: str, times: int = 1, *, error_code: str | None = None) -> None:
+    def throttle(
+        self, service: str, action: str, times: int = 1, *, error_code: str | None = None, after: int = 0
+    ) -> None:
         """The next ``times`` calls of ``service``/``action`` (e.g. "ec2", "RebootInstances") are
         refused with the service's throttling error (EC2 ``RequestLimitExceeded`` HTTP 503,
-        others ``ThrottlingException`` HTTP 400; ``error_code`` overrides the code)."""
-        if times < 0:
-            raise ValueError("times must be >= 0")
+        others ``ThrottlingException`` HTTP 400; ``error_code`` overrides the code). With
+        ``after``, that many calls pass first (a throttle in the middle of a multi-call step)."""
+        if times < 0 or after < 0:
+            raise ValueError("times and after must be >= 0")
         with self._lock:
             key = (service.lower(), action)
             if times == 0:
                 self._throttles.pop(key, None)
             else:
-                self._throttles[key] = _Throttle(times, error_code)
+                self._throttles[key] = _Throttle(times, error_code, after)
 
     def record_call(self, service: str, action: str, params: dict[str, Any] | None = None) -> ThrottleRefusal | None:
         """Count one call (and keep its parameters in ``last_requests``); return how to refuse
@@ -112,6 +116,9 @@ class SimulatedAgentState:
             self.last_requests[key] = dict(params or {})
             rule = self._throttles.get(key)
             if rule is None or rule.remaining <= 0:
+                return None
+            if rule.let_through > 0:
+                rule.let_through -= 1
                 return None
             rule.remaining -= 1
             if rule.remaining == 0:
