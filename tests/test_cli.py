@@ -227,10 +227,6 @@ def test_rollout_start_wait_reports_each_cluster(
         (["restart", "cluster_abc123", "--request", "/nonexistent/body.json"], "no such file: /nonexistent/body.json"),
         (["restart", "cluster_abc123", "--request", "{bad}"], "not valid JSON"),
         (["clusters", "--url", "foo"], "error: "),
-        (
-            ["invoke", "StartRestartFunction", "-e", "events/start_restart_basic.json", "--fleet", "/nope.yaml"],
-            "error: ",
-        ),
         (["demo", "--time-scale", "0"], "--time-scale must be greater than 0"),
     ],
 )
