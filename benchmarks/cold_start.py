@@ -51,7 +51,7 @@ def main() -> None:
     )
     for name, module in HANDLERS.items():
         # import the handler and build its clients, as the first invocation would
-        code = f"import {module}\nfrom restarter.services.dependencies import get_dependencies\nget_dependencies()"
+        code = f"import {module}\nfrom restarter.wiring import get_dependencies\nget_dependencies()"
         results = [measure(code) for _ in range(runs)]
         seconds = statistics.median(r["seconds"] for r in results)
         rss = max(r["max_rss_mb"] for r in results)

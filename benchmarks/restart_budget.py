@@ -14,10 +14,10 @@ from collections import Counter
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 logging.getLogger("moto").setLevel(logging.CRITICAL)
 
-from restarter.local.engine import LocalAws  # noqa: E402
-from restarter.local.fleet import ClusterSpec, seed_cluster  # noqa: E402
 from restarter.observability import logger  # noqa: E402
 from restarter.services.restart_intake import accept_restart  # noqa: E402
+from restarter_local.engine import LocalAws  # noqa: E402
+from restarter_local.fleet import ClusterSpec, seed_cluster  # noqa: E402
 
 
 def main() -> None:

@@ -26,14 +26,14 @@ logging.getLogger("moto").setLevel(logging.CRITICAL)
 warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 from restarter.domain.rollouts import RolloutSpec  # noqa: E402
-from restarter.local.engine import FunctionRegistry, LocalAws  # noqa: E402
-from restarter.local.fleet import ClusterSpec, seed_cluster  # noqa: E402
 from restarter.observability import logger, metrics  # noqa: E402
 from restarter.services.rollouts import (  # noqa: E402
     build_rollout_dependencies,
     create_rollout,
     use_rollout_dependencies,
 )
+from restarter_local.engine import FunctionRegistry, LocalAws  # noqa: E402
+from restarter_local.fleet import ClusterSpec, seed_cluster  # noqa: E402
 
 ROLLOUT_ID = "rol_bench_scale"
 ITEM_ENDS = ("finish_item", "fail_item")

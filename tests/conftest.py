@@ -18,9 +18,9 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
 
 from restarter.domain.models import Cluster, PortMapping, RestartRecord
-from restarter.local.engine import LocalAws
-from restarter.local.fleet import ClusterSpec, seed_cluster
 from restarter.services.restart_intake import accept_restart
+from restarter_local.engine import LocalAws
+from restarter_local.fleet import ClusterSpec, seed_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 EVENTS = REPO / "events"
@@ -190,7 +190,7 @@ class ApiClient:
 @pytest.fixture
 def api(aws: LocalAws) -> ApiClient:
     """Keys: `admin` (tenant default: read, restart), `reader` (read only), `other` (another tenant)."""
-    from restarter.local.gateway import LocalApiGateway
+    from restarter_local.gateway import LocalApiGateway
 
     now = aws.clock.now()
     keys = {

@@ -35,9 +35,9 @@ from restarter.domain.recovery import (
     within_cooldown,
 )
 from restarter.handlers import alarm as alarm_handler
-from restarter.local.engine import LocalAws, LocalLambdaContext, load_template
 from restarter.services.alarm_recovery import CLAIM_LEASE
 from restarter.services.restart_intake import accept_restart
+from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
 
 Seed = Callable[..., Cluster]
 

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO, ApiClient, load_event
 
 from restarter.domain.models import Cluster
-from restarter.local.engine import LocalAws
+from restarter_local.engine import LocalAws
 
 Seed = Callable[..., Cluster]
 RESTART = "/v1/clusters/cluster_abc123/restart"
@@ -290,7 +290,7 @@ def test_a_read_only_key_cannot_restart(api: ApiClient, seed: Seed, aws: LocalAw
 
 
 def test_too_many_requests_is_429_rate_limited(aws: LocalAws, seed: Seed, api: ApiClient) -> None:
-    from restarter.local.gateway import LocalApiGateway
+    from restarter_local.gateway import LocalApiGateway
 
     seed()
     limited = ApiClient(LocalApiGateway(aws, rate_limit=0.001, burst=2), api.keys)
@@ -867,7 +867,7 @@ def test_the_openapi_document_shows_the_errors_the_api_really_answers(api: ApiCl
 
 def test_the_api_function_answers_the_sample_proxy_events(aws: LocalAws, seed: Seed) -> None:
     from restarter.handlers.api import lambda_handler
-    from restarter.local.engine import LocalLambdaContext
+    from restarter_local.engine import LocalLambdaContext
 
     seed()
     context = LocalLambdaContext("ApiFunction")
@@ -886,7 +886,7 @@ def test_the_api_function_answers_the_seeds_configuration_update_proxy_event(aws
     example arrives as a proxy event, then the restart runs, and the answer says that the CPU and
     memory minimums are already met and the instance type stays (instead of silently nothing)."""
     from restarter.handlers.api import lambda_handler
-    from restarter.local.engine import LocalLambdaContext
+    from restarter_local.engine import LocalLambdaContext
 
     seed()
 
@@ -910,7 +910,7 @@ def test_the_api_function_answers_the_seeds_configuration_update_proxy_event(aws
 
 def test_the_api_function_answers_the_seeds_snapshot_restore_proxy_event(aws: LocalAws, seed: Seed) -> None:
     from restarter.handlers.api import lambda_handler
-    from restarter.local.engine import LocalLambdaContext
+    from restarter_local.engine import LocalLambdaContext
 
     seed(checkpoints=["snap_xyz789"])
 
@@ -927,7 +927,7 @@ def test_the_api_function_answers_the_cancel_proxy_event(aws: LocalAws, seed: Se
     """Given a restart waiting in starting_services, when the cancel event (a bodiless
     `curl -X POST`, its restart id set to the running one) arrives, then it is accepted (202)."""
     from restarter.handlers.api import lambda_handler
-    from restarter.local.engine import LocalLambdaContext
+    from restarter_local.engine import LocalLambdaContext
 
     cluster = seed()
     aws.agent.set_never_healthy(cluster.instance_ids[0])
@@ -950,7 +950,7 @@ def test_the_api_function_answers_the_cancel_proxy_event(aws: LocalAws, seed: Se
 def test_api_gateways_own_answers_use_the_stable_codes() -> None:
     """What API Gateway answers before the function runs (template.yaml `GatewayResponses`) is
     the same envelope, with the API's stable codes."""
-    from restarter.local.engine import load_template
+    from restarter_local.engine import load_template
 
     responses = load_template()["Resources"]["RestarterApi"]["Properties"]["GatewayResponses"]
 

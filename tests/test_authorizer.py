@@ -26,9 +26,9 @@ from restarter.domain.auth import (
 )
 from restarter.domain.errors import ConflictError, ProviderError, RequestValidationError
 from restarter.handlers import authorizer
-from restarter.local.engine import LocalLambdaContext
 from restarter.observability import logger
 from restarter.settings import get_settings
+from restarter_local.engine import LocalLambdaContext
 
 TABLE = "restarter-api-keys"
 REGION = "us-east-1"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from restarter.cli import main
-from restarter.local.server import LocalServer
+from restarter_cli.main import main
+from restarter_local.server import LocalServer
 
 FLEET = """
 clusters:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from tests.conftest import EVENTS
 
-from restarter.cli import main
+from restarter_cli.main import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -14,10 +14,10 @@ import pytest
 from tests.conftest import RestartOutcome, load_event, read_outcome
 
 from restarter.domain.models import Cluster, RestartRecord
-from restarter.local.engine import LocalAws
 from restarter.services.ended_executions import conclude_ended_execution
 from restarter.services.restart_api import cancel_restart
 from restarter.services.restart_intake import accept_restart
+from restarter_local.engine import LocalAws
 
 Seed = Callable[..., Cluster]
 Run = Callable[..., RestartOutcome]

@@ -12,7 +12,7 @@ from tests.conftest import REPO, load_event
 from restarter.domain.models import Cluster
 from restarter.domain.planning import INTAKE_STEPS, PHASE_DESCRIPTIONS
 from restarter.handlers import restart_step, start_restart
-from restarter.local.engine import LocalAws, LocalLambdaContext, load_template
+from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
 
 START_CONTEXT = LocalLambdaContext("StartRestartFunction")
 ASL = json.loads((REPO / "statemachine" / "restart.asl.json").read_text())

@@ -24,10 +24,10 @@ from restarter.domain.queue_messages import (
     queue_name_from_arn,
 )
 from restarter.handlers import queue
-from restarter.local.engine import LocalAws, LocalLambdaContext
 from restarter.services import queued_restarts
 from restarter.services.queued_restarts import QueuedMessage, QueuedMessageError
 from restarter.services.restart_intake import accept_restart
+from restarter_local.engine import LocalAws, LocalLambdaContext
 
 Seed = Callable[..., Cluster]
 CONTEXT_NAME = "QueueRestartFunction"

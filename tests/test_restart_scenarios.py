@@ -15,7 +15,7 @@ from tests.conftest import EventCapture, RestartOutcome, command_ops, explain_re
 
 from restarter.domain.errors import InvalidStateError, RequestValidationError
 from restarter.domain.models import Cluster, parse_time
-from restarter.local.engine import LocalAws
+from restarter_local.engine import LocalAws
 
 Seed = Callable[..., Cluster]
 Run = Callable[..., RestartOutcome]
@@ -613,8 +613,8 @@ def test_every_terminal_path_is_audited(aws: LocalAws, seed: Seed, run_restart: 
 def test_abandon_records_the_failure_and_releases_the_lock(aws: LocalAws, seed: Seed) -> None:
     """If cleanup itself keeps failing, the last resort still frees the cluster."""
     from restarter.handlers.restart_step import lambda_handler
-    from restarter.local.engine import LocalLambdaContext
     from restarter.services.restart_intake import accept_restart
+    from restarter_local.engine import LocalLambdaContext
 
     assert aws.deps is not None
     cluster = seed()
@@ -653,7 +653,7 @@ def test_restarts_wait_out_real_instance_transitions(body: dict[str, Any]) -> No
     the poll loops wait them out and the recorded downtime covers them."""
     from tests.conftest import read_outcome
 
-    from restarter.local.fleet import ClusterSpec, seed_cluster
+    from restarter_local.fleet import ClusterSpec, seed_cluster
 
     with LocalAws(time_scale=1200, realistic=True) as engine:
         assert engine.deps is not None

@@ -39,7 +39,6 @@ from restarter.domain.rollouts import (
     window_closed,
 )
 from restarter.handlers.rollout_step import RolloutStepEvent
-from restarter.local.engine import FunctionSpec, LocalAws, _empty_zip
 from restarter.services import rollouts as rollout_service
 from restarter.services.rollouts import (
     RolloutDependencies,
@@ -48,6 +47,7 @@ from restarter.services.rollouts import (
     resume_rollout,
     use_rollout_dependencies,
 )
+from restarter_local.engine import FunctionSpec, LocalAws, _empty_zip
 
 Seed = Callable[..., Cluster]
 

@@ -18,7 +18,7 @@ from tests.conftest import ApiClient, explain_restarts, load_event
 from restarter.domain.models import Cluster
 from restarter.domain.schedules import ScheduleFiring, ScheduleRequest, check_schedule_expression, schedule_group
 from restarter.handlers.schedule import lambda_handler as schedule_handler
-from restarter.local.engine import LocalAws, LocalLambdaContext, load_template
+from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
 
 Seed = Callable[..., Cluster]
 

@@ -11,8 +11,8 @@ from tests import seed_clients
 from tests.conftest import ApiClient
 
 from restarter.domain.models import Cluster
-from restarter.local.engine import LocalAws
-from restarter.local.gateway import RequestsAdapter
+from restarter_local.engine import LocalAws
+from restarter_local.gateway import RequestsAdapter
 
 Seed = Callable[..., Cluster]
 

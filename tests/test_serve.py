@@ -21,10 +21,10 @@ from requests.adapters import HTTPAdapter
 from tests import seed_clients
 from tests.conftest import load_event
 
-from restarter.local import server as server_module
-from restarter.local.fleet_file import FleetFile, FleetFileError, apply_faults, default_fleet_path, load_fleet
-from restarter.local.moto_ext import SimulatedAgentState
-from restarter.local.server import LocalServer, ServerError, main_serve
+from restarter_local import server as server_module
+from restarter_local.fleet_file import FleetFile, FleetFileError, apply_faults, default_fleet_path, load_fleet
+from restarter_local.moto_ext import SimulatedAgentState
+from restarter_local.server import LocalServer, ServerError, main_serve
 
 TIME_SCALE = 600.0
 # the IPv4 wildcard address, which the server must refuse (spelled out so no linter mistakes it for a bind)
@@ -398,7 +398,7 @@ def test_given_a_close_port_fault_in_the_fleet_file_when_a_deploy_restart_runs_t
 
 
 def test_a_fleet_file_sets_instance_timings(tmp_path: Path) -> None:
-    from restarter.local.fleet_file import instance_timings, load_fleet
+    from restarter_local.fleet_file import instance_timings, load_fleet
 
     path = tmp_path / "fleet.yaml"
     cluster = "clusters:\n  - {id: cluster_t1, name: t1, instance_type: g5.xlarge}\n"
@@ -413,8 +413,8 @@ def test_a_fleet_file_sets_instance_timings(tmp_path: Path) -> None:
 
 
 def test_fleet_clusters_can_have_fixed_instance_ids_for_sample_events(tmp_path: Path) -> None:
-    from restarter.local.engine import LocalAws
-    from restarter.local.fleet_file import load_fleet, seed_fleet
+    from restarter_local.engine import LocalAws
+    from restarter_local.fleet_file import load_fleet, seed_fleet
 
     path = tmp_path / "fleet.yaml"
     path.write_text(

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core.responses import BaseResponse
 
-from restarter.local.moto_ext import (
+from restarter_local.moto_ext import (
     SimulatedAgentState,
     active_state,
     default_fatal_xid_line,
@@ -25,7 +25,7 @@ from restarter.local.moto_ext import (
     set_active_state,
     xid_line,
 )
-from restarter.local.moto_ext.data import A100_XML, DATA_DIR, H100_CAPTURE, NVIDIA_SMI_NAMES
+from restarter_local.moto_ext.data import A100_XML, DATA_DIR, H100_CAPTURE, NVIDIA_SMI_NAMES
 
 REGION = "us-east-1"
 AMI = "ami-12c6146b"  # one of moto's default AMIs

@@ -20,14 +20,14 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from restarter.local.moto_ext import (
+from restarter_local.moto_ext import (
     InstanceTimings,
     SimulatedAgentState,
     active_state,
     install_extensions,
     set_active_state,
 )
-from restarter.local.moto_ext.timing import plan_transition
+from restarter_local.moto_ext.timing import plan_transition
 
 REGION = "us-east-1"
 AMI = "ami-12c6146b"  # one of moto's default AMIs

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 from restarter.domain.recovery import AlarmTransition
 from restarter.observability import logger, metrics
 from restarter.services.alarm_recovery import AlarmRecovery, build_alarm_recovery, recover_from_alarm
-from restarter.services.dependencies import Dependencies, get_dependencies
+from restarter.wiring import Dependencies, get_dependencies
 
 
 class _Lenient(BaseModel):

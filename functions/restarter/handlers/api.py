@@ -52,8 +52,8 @@ from restarter.handlers.api_models import (
 )
 from restarter.observability import logger, metrics
 from restarter.services import restart_api, rollouts, schedules
-from restarter.services.dependencies import get_dependencies
 from restarter.services.restart_intake import accept_restart
+from restarter.wiring import get_dependencies
 
 MAX_BODY_BYTES = 64 * 1024
 CLUSTER_ID = r"^[A-Za-z0-9_.:-]{1,128}$"

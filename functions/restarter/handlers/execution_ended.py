@@ -16,8 +16,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from restarter.observability import logger, metrics
-from restarter.services.dependencies import get_dependencies
 from restarter.services.ended_executions import conclude_ended_execution
+from restarter.wiring import get_dependencies
 
 
 class ExecutionStatusChange(BaseModel):

@@ -20,8 +20,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from restarter.domain.queue_messages import priority_rank, queue_name_from_arn
 from restarter.observability import logger, metrics
-from restarter.services.dependencies import get_dependencies
 from restarter.services.queued_restarts import QueuedMessage, process_message
+from restarter.wiring import get_dependencies
 
 # Every failure is reported per message, even when the whole batch failed (no Lambda error).
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

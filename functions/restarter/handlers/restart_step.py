@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from restarter.domain.models import Phase
 from restarter.observability import logger, metrics
-from restarter.services.dependencies import get_dependencies
 from restarter.services.restart_runner import RestartRunner
+from restarter.wiring import get_dependencies
 
 
 class RestartStepEvent(BaseModel):

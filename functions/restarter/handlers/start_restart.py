@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from restarter.domain.errors import RequestValidationError, RestarterError
 from restarter.domain.validation import validation_details
 from restarter.observability import logger, metrics
-from restarter.services.dependencies import get_dependencies
 from restarter.services.restart_intake import accept_restart
+from restarter.wiring import get_dependencies
 
 
 class StartRestartEvent(BaseModel):

@@ -39,8 +39,8 @@ from restarter.domain.recovery import (
     recovery_request,
 )
 from restarter.observability import logger
-from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient
 from restarter.services.restart_intake import accept_restart
+from restarter.wiring import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient
 
 AUDIT_ACTION = "alarm.state_changed"
 # AlarmRecoveryFunction's Timeout in template.yaml; the claim's lease is twice that, so an

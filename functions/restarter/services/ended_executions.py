@@ -18,8 +18,8 @@ from typing import Any
 from restarter.domain.errors import RestarterError
 from restarter.domain.models import RestartRecord
 from restarter.observability import logger
-from restarter.services.dependencies import Dependencies
 from restarter.services.restart_runner import RestartRunner
+from restarter.wiring import Dependencies
 
 ENDED_STATUSES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
 CLEANUP_SUFFIX = "-cleanup"

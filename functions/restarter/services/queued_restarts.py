@@ -60,9 +60,9 @@ from restarter.domain.queue_messages import (
 from restarter.domain.rollouts import RolloutSpec, rollout_id_for_key
 from restarter.domain.validation import validation_details
 from restarter.observability import logger
-from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies
 from restarter.services.restart_intake import accept_restart
 from restarter.services.rollouts import create_rollout, get_rollout_dependencies
+from restarter.wiring import SERVICE_CLIENT_CONFIG, Dependencies
 
 MESSAGE_ID_TTL_SECONDS = 24 * 3600
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from restarter.domain.errors import InvalidStateError, NotFoundError
 from restarter.domain.inventory import InstanceView
 from restarter.domain.models import Cluster, RestartRecord, RestartRequest, RestartTarget, format_time
-from restarter.services.dependencies import Dependencies
 from restarter.services.ended_executions import conclude_if_execution_ended
 from restarter.services.restart_intake import load_cluster
+from restarter.wiring import Dependencies
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from restarter.domain.planning import INTAKE_STEPS, estimate_completion, plan_ph
 from restarter.domain.rules import build_target, describe_changes, ensure_restartable
 from restarter.domain.validation import parse_restart_request
 from restarter.observability import logger, metrics
-from restarter.services.dependencies import Dependencies
+from restarter.wiring import Dependencies
 
 # The lock outlives the deadline by the time cleanup may need to put things back.
 LOCK_MARGIN = timedelta(minutes=30)

@@ -39,8 +39,8 @@ from restarter.domain.models import (
 )
 from restarter.domain.planning import max_polls, next_phase, poll_delay, progress_at
 from restarter.observability import logger, metrics
-from restarter.services.dependencies import Dependencies
 from restarter.services.restart_intake import cluster_environment_parameter
+from restarter.wiring import Dependencies
 
 HEALTH_CHECK_ATTEMPTS = 3
 # Cleanup waits at most this long for instances to come back before it gives up and leaves

@@ -60,8 +60,8 @@ from restarter.domain.rollouts import (
     window_start_delay,
 )
 from restarter.observability import logger
-from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient, get_dependencies
 from restarter.services.restart_intake import LOCK_MARGIN, accept_restart
+from restarter.wiring import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient, get_dependencies
 
 DEFAULT_ROLLOUTS_TABLE = "restarter-rollouts"
 

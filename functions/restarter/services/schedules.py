@@ -25,8 +25,8 @@ from restarter.domain.schedules import (
     schedule_view,
 )
 from restarter.observability import logger
-from restarter.services.dependencies import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient
 from restarter.services.rollouts import RolloutDependencies, create_rollout
+from restarter.wiring import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient
 
 
 @dataclass(frozen=True)

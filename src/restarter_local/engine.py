@@ -28,12 +28,12 @@ import yaml
 from moto import mock_aws
 
 from restarter.domain.schedules import fill_context_attributes
-from restarter.local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions
-from restarter.services.dependencies import Dependencies, build_dependencies, use_dependencies
 from restarter.services.ended_executions import CLEANUP_SUFFIX
 from restarter.settings import Settings
+from restarter.wiring import Dependencies, build_dependencies, use_dependencies
+from restarter_local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "template.yaml"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"

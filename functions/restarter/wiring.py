@@ -1,6 +1,6 @@
 """Wiring: the adapters a service uses, built once per container from the settings.
 
-The local runtime (`restarter.local`) installs its own set (a scaled clock, the same stores
+The local package (`restarter_local`, outside the Lambda code) installs its own set (a scaled clock, the same stores
 on the embedded AWS); production code never imports the local runtime.
 """
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from restarter.client import DEFAULT_URL
+from restarter_cli.client import DEFAULT_URL
 
 
 @dataclass
@@ -163,9 +163,9 @@ def run_demo(time_scale: float, as_json: bool) -> int:
     _quiet_logs()
     from restarter.domain.errors import RestarterError
     from restarter.domain.models import PortMapping
-    from restarter.local.engine import LocalAws
-    from restarter.local.fleet import ClusterSpec, seed_cluster
-    from restarter.local.gateway import LocalApiGateway
+    from restarter_local.engine import LocalAws
+    from restarter_local.fleet import ClusterSpec, seed_cluster
+    from restarter_local.gateway import LocalApiGateway
 
     results: list[dict[str, Any]] = []
     with LocalAws(time_scale=time_scale, realistic=True) as aws:
@@ -260,8 +260,8 @@ NIGHTLY = {
 def _demo_scheduled_rollout(aws: Any, gateway: Any, api_key: str, as_json: bool) -> dict[str, Any]:
     """Create a schedule through the API, let the embedded Scheduler fire it (twice, as a
     redelivery would), and follow the rollout it starts."""
-    from restarter.local.fleet import ClusterSpec, seed_cluster
     from restarter.services.rollouts import get_rollout_dependencies
+    from restarter_local.fleet import ClusterSpec, seed_cluster
 
     for cluster in SCHEDULED_FLEET:
         labels = {"team": "research", **({"env": "production"} if cluster.get("env") else {})}
@@ -362,7 +362,7 @@ def _summary(data: dict[str, Any]) -> None:
 
 
 def run_restart(args: argparse.Namespace) -> int:
-    from restarter.client import RestarterClient
+    from restarter_cli.client import RestarterClient
 
     body: dict[str, Any] = json.loads(Path(args.request).read_text()) if args.request else {}
     for flag, field_name in (
@@ -401,7 +401,7 @@ def run_restart(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from restarter.client import RestarterClient
+    from restarter_cli.client import RestarterClient
 
     client = RestarterClient(args.url, args.api_key)
     if args.watch:
@@ -420,7 +420,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_clusters(args: argparse.Namespace) -> int:
-    from restarter.client import RestarterClient
+    from restarter_cli.client import RestarterClient
 
     answer = RestarterClient(args.url, args.api_key).clusters(args.status, args.label)
     if not answer.ok:
@@ -521,7 +521,7 @@ def _resume_body(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def run_rollout(args: argparse.Namespace) -> int:
-    from restarter.client import RestarterClient
+    from restarter_cli.client import RestarterClient
 
     client = RestarterClient(args.url, args.api_key)
     if args.action == "status":
@@ -551,7 +551,7 @@ def run_rollout(args: argparse.Namespace) -> int:
 
 
 def run_schedule(args: argparse.Namespace) -> int:
-    from restarter.client import RestarterClient
+    from restarter_cli.client import RestarterClient
 
     client = RestarterClient(args.url, args.api_key)
     if args.action == "create":
@@ -621,8 +621,8 @@ DEV_KEY = "rk_0123abcd_LocalDevOnly-NotASecret_0123456789abcdefXYZ"
 def run_invoke(args: argparse.Namespace) -> int:
     """Like `sam local invoke`, on the embedded AWS: one event to one function, executions to the end."""
     _quiet_logs()
-    from restarter.local.engine import LocalAws
-    from restarter.local.fleet_file import default_fleet_path, load_fleet, seed_fleet
+    from restarter_local.engine import LocalAws
+    from restarter_local.fleet_file import default_fleet_path, load_fleet, seed_fleet
 
     try:
         event = json.loads(Path(args.event).read_text())
@@ -682,7 +682,7 @@ def _rollout_reports(aws: Any, result: Any) -> list[dict[str, Any]]:
 
 def run_fault(args: argparse.Namespace) -> int:
     """Inject a fault into a running `restarter serve` (local only)."""
-    from restarter.client import RestarterClient
+    from restarter_cli.client import RestarterClient
 
     client = RestarterClient(args.url, args.api_key)
     client.url = client.url.removesuffix("/v1")
@@ -709,7 +709,7 @@ def run_fault(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from restarter.local.server import main_serve
+    from restarter_local.server import main_serve
 
     return int(
         main_serve(args.host, args.port, Path(args.fleet) if args.fleet else None, args.time_scale, args.api_key)
@@ -819,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--label", help="key=value")
 
     args = parser.parse_args(argv)
-    from restarter.client import ApiUnavailableError
+    from restarter_cli.client import ApiUnavailableError
 
     runners = {
         "demo": lambda: run_demo(args.time_scale, args.json),

@@ -43,8 +43,8 @@ from pydantic import ValidationError
 from restarter.domain.auth import split_key
 from restarter.domain.models import Cluster
 from restarter.domain.schedules import schedule_group
-from restarter.local.engine import LocalAws
-from restarter.local.fleet_file import (
+from restarter_local.engine import LocalAws
+from restarter_local.fleet_file import (
     Fault,
     FleetFile,
     FleetFileError,
@@ -53,7 +53,7 @@ from restarter.local.fleet_file import (
     load_fleet,
     seed_fleet,
 )
-from restarter.local.gateway import STAGE, GatewayResponse, LocalApiGateway
+from restarter_local.gateway import STAGE, GatewayResponse, LocalApiGateway
 
 DEFAULT_HOST = "127.0.0.1"
 FAULTS_PATH = "/local/faults"

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from requests.adapters import BaseAdapter
 
-from restarter.local.engine import ACCOUNT, REGION, LocalAws
+from restarter_local.engine import ACCOUNT, REGION, LocalAws
 
 PUBLIC_PATHS = frozenset({"/v1/openapi.json", "/v1/docs"})
 API_ID = "local0api1"

@@ -2,7 +2,7 @@
 
 A fleet file is YAML (`.yaml`/`.yml`) or JSON (`.json`)::
 
-    clusters: [ClusterSpec, ...]   # the clusters to create, fields as in restarter.local.fleet
+    clusters: [ClusterSpec, ...]   # the clusters to create, fields as in restarter_local.fleet
     faults: [Fault, ...]           # optional: failures injected into the simulated fleet
     timings: {...}                 # optional: simulated instance timings, kept as given
 
@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraint
 
 from restarter.domain.errors import RestarterError
 from restarter.domain.models import SNAPSHOT_ID_PATTERN, Cluster, PortMapping
-from restarter.local.engine import LocalAws
-from restarter.local.fleet import ClusterSpec, seed_cluster
-from restarter.local.moto_ext import InstanceTimings
+from restarter_local.engine import LocalAws
+from restarter_local.fleet import ClusterSpec, seed_cluster
+from restarter_local.moto_ext import InstanceTimings
 
 # The API's path rule for cluster ids (restarter.handlers.api.CLUSTER_ID): a cluster the API
 # cannot name would be unreachable.
@@ -130,7 +130,7 @@ class FleetFile(BaseModel):
 
 def default_fleet_path() -> Path:
     """The fleet shipped with restarter: the seed's `cluster_abc123` and two more."""
-    return Path(str(files("restarter.local.fleets").joinpath("default.yaml")))
+    return Path(str(files("restarter_local.fleets").joinpath("default.yaml")))
 
 
 def load_fleet(path: Path | str | None = None) -> FleetFile:

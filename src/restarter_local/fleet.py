@@ -23,8 +23,8 @@ from restarter.domain.models import (
     VolumeInfo,
     format_time,
 )
-from restarter.local.engine import LocalAws
 from restarter.services.restart_intake import cluster_environment_parameter
+from restarter_local.engine import LocalAws
 
 
 class ClusterSpec(BaseModel):
