@@ -1,5 +1,6 @@
 """Prints the cost of one basic graceful restart on the embedded AWS: state transitions,
-Lambda invocations, and wall time. Budgets (DESIGN.md): <= 30 transitions, <= 8 invocations.
+Lambda invocations, the states it went through, and wall time. Budgets (DESIGN.md): <= 30
+transitions, <= 8 invocations; the exit status is 1 when either is exceeded.
 
     .venv/bin/python benchmarks/restart_budget.py
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections import Counter
 
@@ -19,8 +21,11 @@ from restarter.services.restart_intake import accept_restart  # noqa: E402
 from restarter_local.engine import LocalAws  # noqa: E402
 from restarter_local.fleet import ClusterSpec, seed_cluster  # noqa: E402
 
+TRANSITION_BUDGET = 30
+INVOCATION_BUDGET = 8
 
-def main() -> None:
+
+def main() -> int:
     logger.setLevel("ERROR")
     with LocalAws(time_scale=600) as aws:
         assert aws.deps is not None
@@ -35,10 +40,14 @@ def main() -> None:
         kinds = Counter(e["type"].removesuffix("StateEntered") for e in entered)
         invocations = len(aws.registry.invocations) - before
         print(f"status                {execution['status']}")
-        print(f"state transitions     {len(entered)}  (budget 30)  {dict(kinds)}")
-        print(f"lambda invocations    {invocations}  (budget 8)")
+        path = [e["stateEnteredEventDetails"]["name"] for e in entered]
+        print(f"state transitions     {len(entered)}  (budget {TRANSITION_BUDGET})  {dict(kinds)}")
+        print(f"lambda invocations    {invocations}  (budget {INVOCATION_BUDGET})")
+        print(f"states                {' -> '.join(path)}")
         print(f"wall time             {wall:.2f} s at time scale 600")
+    within = len(entered) <= TRANSITION_BUDGET and invocations <= INVOCATION_BUDGET
+    return 0 if within and execution["status"] == "SUCCEEDED" else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

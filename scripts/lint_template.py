@@ -126,8 +126,12 @@ def _local_path(base: Path, uri: str, what: str) -> Path:
     return path
 
 
-def _load_definition(path: Path) -> Any:
+def _load_definition(path: Path, literals: dict[str, Any] | None = None) -> Any:
+    """Parse a definition after substituting its literal (non-intrinsic) values as text, as
+    CloudFormation does before parsing: a numeric one sits unquoted, e.g. `"TimeoutSeconds": ${X}`."""
     text = path.read_text(encoding="utf-8")
+    for name, value in (literals or {}).items():
+        text = text.replace("${" + name + "}", str(value))
     if path.suffix in {".yaml", ".yml"}:
         return yaml.safe_load(text)
     try:
@@ -181,14 +185,15 @@ def _placeholder_s3(uri: str) -> str:
 
 def _inline_state_machine(logical_id: str, props: StrDict, base: Path, errors: list[str]) -> str:
     uri = props.pop("DefinitionUri")
+    literals = {k: v for k, v in (props.get("DefinitionSubstitutions") or {}).items() if not isinstance(v, dict)}
     try:
-        definition = _load_definition(_local_path(base, uri, f"{logical_id}.DefinitionUri"))
+        definition = _load_definition(_local_path(base, uri, f"{logical_id}.DefinitionUri"), literals)
     except LintError as exc:
         errors.append(str(exc))
         props["Definition"] = PLACEHOLDER_DEFINITION
         return f"{logical_id}: {uri} not loaded, a placeholder stands in"
     props["Definition"] = definition
-    used = _placeholders(definition)
+    used = _placeholders(definition) | (set(literals) & _placeholders((base / uri).read_text(encoding="utf-8")))
     substitutions = set(props.get("DefinitionSubstitutions") or {})
     if used - substitutions:
         names = ", ".join("${" + name + "}" for name in sorted(used - substitutions))

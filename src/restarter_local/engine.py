@@ -436,8 +436,9 @@ class LocalAws:
                 continue
             machine = resource["Properties"]
             definition = (REPO_ROOT / machine["DefinitionUri"]).read_text()
-            for key in machine.get("DefinitionSubstitutions", {}):
-                definition = definition.replace("${" + key + "}", arns[key.removesuffix("Arn")])
+            # as CloudFormation does: text first (a numeric value sits unquoted), then parsed
+            for key, value in machine.get("DefinitionSubstitutions", {}).items():
+                definition = definition.replace("${" + key + "}", _resolve(value, names, arns) or "")
             names[logical_id] = sfn.create_state_machine(
                 name=f"restarter-local-{logical_id}", definition=definition, roleArn=role_arn
             )["stateMachineArn"]

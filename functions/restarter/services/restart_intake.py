@@ -23,7 +23,13 @@ from restarter.domain.models import (
     Trigger,
     format_time,
 )
-from restarter.domain.planning import INTAKE_STEPS, estimate_completion, plan_phases, progress_at
+from restarter.domain.planning import (
+    INTAKE_STEPS,
+    PHASE_DESCRIPTIONS,
+    estimate_completion,
+    plan_phases,
+    progress_at,
+)
 from restarter.domain.rules import build_target, describe_changes, ensure_restartable
 from restarter.domain.validation import parse_restart_request
 from restarter.observability import logger, metrics
@@ -201,6 +207,8 @@ def _accept(
                 "restart_id": restart_id,
                 "cluster_id": cluster.id,
                 "step": {"done": True, "next": first_phase, "attempt": 0},
+                # the state machine's guard Choices (`NeedsCheckpoint?`, ...) read which phases run
+                "plan": {phase: phase in plan for phase in PHASE_DESCRIPTIONS if phase not in INTAKE_STEPS},
             },
         )
         if started_arn != record.execution_arn:
