@@ -31,10 +31,11 @@ from restarter.domain.schedules import fill_context_attributes
 from restarter.services.ended_executions import CLEANUP_SUFFIX
 from restarter.settings import Settings
 from restarter.wiring import Dependencies, build_dependencies, use_dependencies
+from restarter_local.lambda_output import lambda_stdout_to_stderr
 from restarter_local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions
+from restarter_local.resources import project_file, template_path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO_ROOT / "template.yaml"
+TEMPLATE = template_path()
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -50,9 +51,10 @@ class ScaledClock:
     frontier, the furthest any restart has got.
     """
 
-    def __init__(self, scale: float) -> None:
+    def __init__(self, scale: float, origin: datetime | None = None) -> None:
+        """`origin`: the simulated time at the start (default now), e.g. a sample event's firing time."""
         self.scale = scale
-        self._origin = datetime.now(UTC)
+        self._origin = origin or datetime.now(UTC)
         self._start = time.monotonic()
         self._offsets: dict[str, float] = {}
         self._frontier = 0.0
@@ -191,7 +193,8 @@ class FunctionRegistry:
         with self._lock:
             self.invocations.append((name, event))
         try:
-            return handler(event, LocalLambdaContext(name)), False
+            with lambda_stdout_to_stderr():  # what the function prints is its log, not our output
+                return handler(event, LocalLambdaContext(name)), False
         except Exception as exc:  # the Lambda runtime reports any exception the same way
             return {"errorType": type(exc).__name__, "errorMessage": str(exc)}, True
 
@@ -293,12 +296,21 @@ def _install_step_functions_shims() -> None:
 class LocalAws:
     """The whole system on moto. Use as a context manager, or start()/stop()."""
 
-    def __init__(self, time_scale: float = 600.0, template: Path = TEMPLATE, *, realistic: bool = False) -> None:
+    def __init__(
+        self,
+        time_scale: float = 600.0,
+        template: Path = TEMPLATE,
+        *,
+        realistic: bool = False,
+        start_time: datetime | None = None,
+    ) -> None:
         """`realistic` gives instances the time-scaled stop/start/reboot durations of a real fleet;
-        without it moto's transitions are instant (what most tests want)."""
+        without it moto's transitions are instant (what most tests want). `start_time`: the
+        simulated time when the engine starts (default now)."""
         self.time_scale = time_scale
+        self.start_time = start_time
         self.template = load_template(template)
-        self.clock = ScaledClock(time_scale)
+        self.clock = ScaledClock(time_scale, origin=start_time)
         self.agent = SimulatedAgentState()
         if realistic:
             self.agent.timings = InstanceTimings(time_scale=time_scale)
@@ -435,7 +447,7 @@ class LocalAws:
             if resource["Type"] != "AWS::Serverless::StateMachine":
                 continue
             machine = resource["Properties"]
-            definition = (REPO_ROOT / machine["DefinitionUri"]).read_text()
+            definition = project_file(machine["DefinitionUri"]).read_text()
             # as CloudFormation does: text first (a numeric value sits unquoted), then parsed
             for key, value in machine.get("DefinitionSubstitutions", {}).items():
                 definition = definition.replace("${" + key + "}", _resolve(value, names, arns) or "")

@@ -14,7 +14,7 @@ from typing import Any
 
 from restarter.adapters.aws_errors import call, translated
 from restarter.domain.errors import ProviderError
-from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, VolumeView
+from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, SnapshotView, VolumeView
 
 CONTAINER_NAME = "restarter-workload"
 
@@ -215,6 +215,19 @@ class Ec2Provider:
         with translated("ec2:DescribeSnapshots"):
             snaps = self._ec2.describe_snapshots(SnapshotIds=snapshot_ids)["Snapshots"]
         return {s["SnapshotId"]: s["State"] for s in snaps}
+
+    def describe_snapshots(self, snapshot_ids: list[str]) -> list[SnapshotView]:
+        # a filter, not SnapshotIds=: an id that does not exist is left out instead of failing the call
+        with translated("ec2:DescribeSnapshots"):
+            snaps = self._ec2.describe_snapshots(Filters=[{"Name": "snapshot-id", "Values": snapshot_ids}])["Snapshots"]
+        return [
+            SnapshotView(
+                snapshot_id=s["SnapshotId"],
+                state=s["State"],
+                tags={t["Key"]: t["Value"] for t in s.get("Tags", [])},
+            )
+            for s in snaps
+        ]
 
     def grow_volume(self, volume_id: str, size_gb: int) -> None:
         call("ec2:ModifyVolume", lambda: self._ec2.modify_volume(VolumeId=volume_id, Size=size_gb))

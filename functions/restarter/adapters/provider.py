@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, VolumeView
+from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, SnapshotView, VolumeView
 
 __all__ = ["CommandInvocation", "InstanceTypeInfo", "InstanceView", "Provider", "VolumeView"]
 
@@ -33,6 +33,10 @@ class Provider(Protocol):
         ...
 
     def snapshot_states(self, snapshot_ids: list[str]) -> dict[str, str]: ...
+    def describe_snapshots(self, snapshot_ids: list[str]) -> list[SnapshotView]:
+        """The snapshots among these ids that exist (a deleted one is absent, not an error)."""
+        ...
+
     def grow_volume(self, volume_id: str, size_gb: int) -> None: ...
     def volume_modification_states(self, volume_ids: list[str]) -> dict[str, str]: ...
     def replace_root_volume(self, instance_id: str, snapshot_id: str) -> str: ...

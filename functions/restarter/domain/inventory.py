@@ -50,6 +50,15 @@ class VolumeView:
 
 
 @dataclass(frozen=True)
+class SnapshotView:
+    """An EBS snapshot as the cloud has it now; `tags` tell which cluster's checkpoint it is."""
+
+    snapshot_id: str
+    state: str  # pending | completed | error | recoverable | recovering
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class CommandInvocation:
     instance_id: str
     status: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from restarter.domain.errors import InvalidStateError, RequestValidationError, UnsupportedChangeError
-from restarter.domain.inventory import InstanceTypeInfo
+from restarter.domain.inventory import InstanceTypeInfo, SnapshotView
 from restarter.domain.models import (
     RESTARTABLE_STATES,
     Cluster,
@@ -199,6 +199,43 @@ def _root_snapshots(cluster: Cluster, snapshot_id: str) -> dict[str, str]:
             )
         chosen[instance_id] = ebs
     return chosen
+
+
+UNUSABLE_SNAPSHOT_STATES = frozenset({"error", "recoverable", "recovering"})
+
+
+def ensure_snapshot_restorable(
+    cluster: Cluster,
+    target: RestartTarget,
+    found: Sequence[SnapshotView],
+    *,
+    cluster_tag_key: str = "restarter:cluster",
+) -> None:
+    """The checkpoint a restore names must still be there, usable, and this cluster's.
+
+    The cluster record lists its checkpoints, but the EBS snapshots behind one can be deleted
+    (or, copied around by hand, belong to another cluster) since: such a restore would fail at
+    the reboot, after the cluster was stopped. `found` is what the cloud has of the root
+    snapshots the target restores; a snapshot without the cluster tag is not judged by it.
+    """
+    if not target.restore_snapshot_id:
+        return
+    by_id = {s.snapshot_id: s for s in found}
+    wanted = sorted(set(target.restore_root_snapshots.values()))
+    details: dict[str, object] = {"field": "restore_from_snapshot", "snapshot_id": target.restore_snapshot_id}
+    missing = [s for s in wanted if s not in by_id]
+    if missing:
+        raise RequestValidationError("Snapshot no longer exists", {**details, "missing_volume_snapshots": missing})
+    unusable = [s for s in wanted if by_id[s].state in UNUSABLE_SNAPSHOT_STATES]
+    if unusable:
+        raise RequestValidationError("Snapshot cannot be restored", {**details, "unusable_volume_snapshots": unusable})
+    foreign = {
+        s: owner for s in wanted if (owner := by_id[s].tags.get(cluster_tag_key)) is not None and owner != cluster.id
+    }
+    if foreign:
+        raise RequestValidationError(
+            "Snapshot belongs to another cluster", {**details, "owners": dict(sorted(foreign.items()))}
+        )
 
 
 def describe_changes(cluster: Cluster, request: RestartRequest, target: RestartTarget) -> dict[str, list[str]]:

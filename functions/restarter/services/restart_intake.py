@@ -30,7 +30,7 @@ from restarter.domain.planning import (
     plan_phases,
     progress_at,
 )
-from restarter.domain.rules import build_target, describe_changes, ensure_restartable
+from restarter.domain.rules import build_target, describe_changes, ensure_restartable, ensure_snapshot_restorable
 from restarter.domain.validation import parse_restart_request
 from restarter.observability import logger, metrics
 from restarter.wiring import Dependencies
@@ -138,6 +138,9 @@ def _accept(
         else []
     )
     target = build_target(cluster, request, current_type=current_type, family=family)
+    if target.restore_root_snapshots:  # refused before any lock or record, like every other rule
+        found = deps.provider.describe_snapshots(sorted(set(target.restore_root_snapshots.values())))
+        ensure_snapshot_restorable(cluster, target, found, cluster_tag_key=deps.settings.cluster_tag_key)
     now = deps.clock.now()
     restart_id = new_restart_id()
     plan = plan_phases(request, target, cluster_running=cluster.status != "stopped")
