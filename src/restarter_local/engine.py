@@ -28,11 +28,10 @@ import yaml
 from moto import mock_aws
 
 from restarter.domain.schedules import fill_context_attributes
-from restarter.services.ended_executions import CLEANUP_SUFFIX
 from restarter.settings import Settings
 from restarter.wiring import Dependencies, build_dependencies, use_dependencies
 from restarter_local.lambda_output import lambda_stdout_to_stderr
-from restarter_local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions
+from restarter_local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions, set_active_engine
 from restarter_local.resources import project_file, template_path
 
 TEMPLATE = template_path()
@@ -199,95 +198,7 @@ class FunctionRegistry:
             return {"errorType": type(exc).__name__, "errorMessage": str(exc)}, True
 
 
-_active_registry: FunctionRegistry | None = None
 _default_image_id: str | None = None
-_active_clock: ScaledClock | None = None
-_shims_installed = False
-_retrying = threading.local()
-
-
-def _clock_key(execution_name: str) -> str:
-    """A restart's cleanup-only execution (`<restart id>-cleanup`) runs on the restart's clock."""
-    return execution_name.removesuffix(CLEANUP_SUFFIX)
-
-
-def _execution_name(env: Any) -> str | None:
-    """The clock key of what waits: the execution, or one iteration of its Map (iterations
-    wait side by side; one key for all would run the execution's clock N times too fast)."""
-    try:
-        data = env.states.context_object.context_object_data
-        name = _clock_key(str(data["Execution"]["Name"]))
-    except (AttributeError, KeyError, TypeError):
-        return None
-    try:
-        return f"{name}#item{data['Map']['Item']['Index']}"
-    except (KeyError, TypeError):
-        return name
-
-
-def _install_step_functions_shims() -> None:
-    """Patch moto once per process; the patches read the active engine's registry and clock."""
-    global _shims_installed  # noqa: PLW0603
-    if _shims_installed:
-        return
-    from moto.awslambda_simple.models import LambdaSimpleBackend
-    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
-    from moto.stepfunctions.parser.asl.component.state.wait.wait_function.wait_function import WaitFunction
-    from moto.stepfunctions.parser.models import StepFunctionsParserBackend
-
-    def invoke(self: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any) -> bytes:
-        if _active_registry is None or _active_clock is None:
-            raise RuntimeError("no local engine is running")
-        event = json.loads(body) if body else {}
-        restart_id = event.get("restart_id") if isinstance(event, dict) else None
-        with _active_clock.invocation(), _active_clock.bound_to(restart_id):
-            result, errored = _active_registry.invoke(function_name, event)
-        if errored:
-            response_headers["x-amz-function-error"] = "Unhandled"
-        return json.dumps(result, default=str).encode()
-
-    def scaled_wait(self: Any, env: Any, wait_seconds: int) -> None:
-        clock = _active_clock
-        if clock is None or wait_seconds <= 0:
-            return
-        real = wait_seconds / clock.scale
-        env.program_state_event.wait(real)
-        if env.is_running():
-            clock.advance(_execution_name(env), wait_seconds - real)
-
-    original_retrier_eval = retrier_decl.RetrierDecl._eval_body
-
-    def retrier_eval(self: Any, env: Any) -> None:
-        _retrying.key = _execution_name(env)
-        try:
-            original_retrier_eval(self, env)
-        finally:
-            _retrying.key = None
-
-    class _ScaledTime:
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            if _active_clock is None:
-                time.sleep(seconds)
-            else:
-                _active_clock.sleep(getattr(_retrying, "key", None), seconds)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(time, name)
-
-    original_start_execution = StepFunctionsParserBackend.start_execution
-
-    def start_execution(self: Any, state_machine_arn: str, name: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if _active_clock is not None and name:
-            _active_clock.begin(_clock_key(str(name)))
-        return original_start_execution(self, state_machine_arn, name, *args, **kwargs)
-
-    StepFunctionsParserBackend.start_execution = start_execution  # type: ignore[method-assign]
-    LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
-    WaitFunction._wait_interval = scaled_wait  # type: ignore[method-assign]
-    retrier_decl.RetrierDecl._eval_body = retrier_eval  # type: ignore[method-assign]
-    retrier_decl.time = _ScaledTime()  # type: ignore[attr-defined,assignment]
-    _shims_installed = True
 
 
 # ------------------------------------------------------------------ the engine
@@ -329,7 +240,6 @@ class LocalAws:
         self.stop()
 
     def start(self) -> None:
-        global _active_registry, _active_clock  # noqa: PLW0603
         for key, value in {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -348,10 +258,8 @@ class LocalAws:
             }
         )
         self._mock.start()
-        _install_step_functions_shims()
         install_extensions(self.agent)
-        _active_registry = self.registry
-        _active_clock = self.clock
+        set_active_engine(self.registry, self.clock)
         self.settings = self._provision()
         self.deps = build_dependencies(self.settings, clock=self.clock)
         use_dependencies(self.deps)
@@ -362,13 +270,12 @@ class LocalAws:
         use_api_key_store(self.api_keys)
 
     def stop(self) -> None:
-        global _active_registry  # noqa: PLW0603
         from restarter.handlers.authorizer import use_api_key_store
 
         self.wait_for_executions(timeout=30, raise_on_timeout=False)
         use_dependencies(None)
         use_api_key_store(None)
-        _active_registry = None
+        set_active_engine(None, self.clock)  # executions still running keep their scaled waits
         self.agent.reset()
         if self._mock is not None:
             self._mock.stop()

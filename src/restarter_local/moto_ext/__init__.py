@@ -19,14 +19,22 @@ Always present once installed, active state or not (moto lacks or gets them wron
 snapshots keeping the ``VolumeSize`` they were taken at. With no active state
 (``set_active_state(None)``) everything else behaves as moto ships; ``uninstall_extensions()``
 removes every patch.
+
+The embedded AWS's Step Functions shims (``stepfunctions_shims.py``: Lambda tasks in-process,
+scaled waits and backoff) and the ASL parse cache (``asl_cache.py``) are installed with them;
+they read the engine set with ``set_active_engine``.
+
+Every patch is declared in its module's ``PATCHES`` and applied through ``REGISTRY``
+(``registry.py``); ``compat.py`` pins the moto version and lists every target.
 """
 
 from __future__ import annotations
 
-from . import _runtime, ec2_ext, ssm_ext, throttling, timing
-from ._runtime import active_state, set_active_state
+from . import _runtime, asl_cache, compat, ec2_ext, ec2_timing_ext, ssm_ext, stepfunctions_shims, throttling
+from ._runtime import LambdaDispatcher, SimulatedClock, active_state, set_active_state
 from .agent import ARGS_MARKER, CONTAINER_NAME, OP_MARKER, parse_markers
 from .data import default_fatal_xid_line, nvidia_smi_name, xid_line, xid_samples
+from .registry import PatchRegistry
 from .state import AgentCommand, CommandFault, ContainerState, SimulatedAgentState, ThrottleRefusal
 from .timing import InstanceTimings
 
@@ -34,17 +42,21 @@ __all__ = [
     "ARGS_MARKER",
     "CONTAINER_NAME",
     "OP_MARKER",
+    "REGISTRY",
     "AgentCommand",
     "CommandFault",
     "ContainerState",
     "InstanceTimings",
+    "LambdaDispatcher",
     "SimulatedAgentState",
+    "SimulatedClock",
     "ThrottleRefusal",
     "active_state",
     "default_fatal_xid_line",
     "install_extensions",
     "nvidia_smi_name",
     "parse_markers",
+    "set_active_engine",
     "set_active_state",
     "uninstall_extensions",
     "xid_line",
@@ -52,23 +64,35 @@ __all__ = [
 ]
 
 
+# Declaration order is application order, except where a patch names others in ``after``.
+REGISTRY = PatchRegistry(
+    [
+        *throttling.PATCHES,
+        *ssm_ext.PATCHES,
+        *ec2_ext.PATCHES,
+        *ec2_timing_ext.PATCHES,
+        *stepfunctions_shims.PATCHES,
+        *asl_cache.PATCHES,
+    ]
+)
+
+
 def install_extensions(fleet: SimulatedAgentState) -> None:
     """Patch moto once per process and make ``fleet`` the active state (idempotent)."""
-    with _runtime.LOCK:
-        if not _runtime.is_patched():
-            try:
-                throttling.install()
-                ssm_ext.install()
-                ec2_ext.install()
-                timing.install()
-            except BaseException:
-                _runtime.unpatch_all()
-                raise
-        _runtime.set_active_state(fleet)
+    if not REGISTRY.is_applied():
+        compat.require_pinned_moto()
+        REGISTRY.apply()
+    _runtime.set_active_state(fleet)
+
+
+def set_active_engine(functions: LambdaDispatcher | None, clock: SimulatedClock | None) -> None:
+    """Where moto's Lambda tasks run, and the clock Wait states and retry backoff run on
+    (the running ``LocalAws``'s function registry and scaled clock)."""
+    _runtime.set_active_functions(functions)
+    _runtime.set_active_clock(clock)
 
 
 def uninstall_extensions() -> None:
     """Undo every patch and forget the active state (moto as shipped)."""
-    with _runtime.LOCK:
-        _runtime.unpatch_all()
-        _runtime.set_active_state(None)
+    REGISTRY.undo()
+    _runtime.set_active_state(None)

@@ -1,18 +1,37 @@
-"""Process-wide registry: which SimulatedAgentState the patched moto consults, and the patches."""
+"""What the patched moto consults, process-wide: the simulated fleet's state, and the engine's
+Lambda dispatcher and scaled clock (the Step Functions shims)."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from .state import SimulatedAgentState
 
-_MISSING = object()
-LOCK = threading.RLock()
-_patches: list[tuple[Any, str, Any]] = []
+
+class LambdaDispatcher(Protocol):
+    """Runs a Lambda function's handler in-process (the engine's ``FunctionRegistry``)."""
+
+    def invoke(self, function_name: str, event: Any) -> tuple[Any, bool]:
+        """(result, errored) like Lambda's Unhandled function error."""
+        ...
+
+
+class SimulatedClock(Protocol):
+    """The engine's ``ScaledClock``: simulated time per restart, ``scale`` times real time."""
+
+    scale: float
+
+    def invocation(self) -> AbstractContextManager[None]: ...
+    def bound_to(self, key: str | None) -> AbstractContextManager[None]: ...
+    def begin(self, key: str) -> None: ...
+    def advance(self, key: str | None, seconds: float) -> None: ...
+    def sleep(self, key: str | None, seconds: float) -> None: ...
 
 
 _active: list[SimulatedAgentState | None] = [None]
+_functions: list[LambdaDispatcher | None] = [None]
+_clock: list[SimulatedClock | None] = [None]
 
 
 def active_state() -> SimulatedAgentState | None:
@@ -25,20 +44,19 @@ def set_active_state(state: SimulatedAgentState | None) -> None:
     _active[0] = state
 
 
-def patch(owner: Any, name: str, value: Any) -> None:
-    """Set ``owner.name = value`` and remember the previous class attribute for ``unpatch_all``."""
-    _patches.append((owner, name, owner.__dict__.get(name, _MISSING)))
-    setattr(owner, name, value)
+def active_functions() -> LambdaDispatcher | None:
+    """Where moto's Lambda invocations go (None: no engine is running)."""
+    return _functions[0]
 
 
-def is_patched() -> bool:
-    return bool(_patches)
+def set_active_functions(functions: LambdaDispatcher | None) -> None:
+    _functions[0] = functions
 
 
-def unpatch_all() -> None:
-    while _patches:
-        owner, name, original = _patches.pop()
-        if original is _MISSING:
-            delattr(owner, name)
-        else:
-            setattr(owner, name, original)
+def active_clock() -> SimulatedClock | None:
+    """The clock Wait states and retry backoff run on (None: real time, as moto ships)."""
+    return _clock[0]
+
+
+def set_active_clock(clock: SimulatedClock | None) -> None:
+    _clock[0] = clock

@@ -14,6 +14,7 @@ from moto.ec2.responses import EC2Response
 from moto.ec2.utils import random_resource_id
 
 from . import _runtime
+from .registry import adds, wraps
 
 _TASKS_ATTR = "_restarter_replace_root_volume_tasks"
 _LINEAGE_ATTR = "_restarter_root_volume_lineage"
@@ -23,53 +24,45 @@ _SNAPSHOT_SIZE_ATTR = "_restarter_volume_size"
 # -- status checks --------------------------------------------------------------------------------
 
 
-def _install_status_checks() -> None:
-    for name in ("instance_status", "system_status"):
-        original: property = Instance.__dict__[name]
+def _wrap_never_healthy(original: property) -> property:
+    def getter(self: Instance) -> dict[str, Any]:
+        state = _runtime.active_state()
+        if state is not None and self.is_running() and state.is_never_healthy(self.id):
+            return {
+                "Details": [{"Name": "reachability", "Status": "initializing"}],
+                "Status": "initializing",
+            }
+        result: dict[str, Any] = original.fget(self)  # type: ignore[misc]
+        return result
 
-        def make(original: property) -> property:
-            def getter(self: Instance) -> dict[str, Any]:
-                state = _runtime.active_state()
-                if state is not None and self.is_running() and state.is_never_healthy(self.id):
-                    return {
-                        "Details": [{"Name": "reachability", "Status": "initializing"}],
-                        "Status": "initializing",
-                    }
-                result: dict[str, Any] = original.fget(self)  # type: ignore[misc]
-                return result
-
-            return property(getter)
-
-        _runtime.patch(Instance, name, make(original))
+    return property(getter)
 
 
 # -- snapshots ------------------------------------------------------------------------------------
+# moto 5.2.5 reads a snapshot's VolumeSize from the live volume (so ModifyVolume changes old
+# snapshots) and ignores CreateSnapshots' CopyTagsFromSource.
 
 
-def _install_snapshot_fixes() -> None:
-    """moto 5.2.5 reads a snapshot's VolumeSize from the live volume (so ModifyVolume changes old
-    snapshots) and ignores CreateSnapshots' CopyTagsFromSource. Fix both."""
-    original_create = EC2Backend.create_snapshot
-
+def _wrap_create_snapshot(original: Any) -> Any:
     def create_snapshot(self: EC2Backend, volume_id: str, *args: Any, **kwargs: Any) -> Snapshot:
-        snapshot = original_create(self, volume_id, *args, **kwargs)
+        snapshot: Snapshot = original(self, volume_id, *args, **kwargs)
         snapshot.__dict__[_SNAPSHOT_SIZE_ATTR] = snapshot.volume.size
         return snapshot
 
-    _runtime.patch(EC2Backend, "create_snapshot", create_snapshot)
+    return create_snapshot
 
-    original_size: property = Snapshot.__dict__["volume_size"]
 
+def _wrap_volume_size(original: property) -> property:
     def volume_size(self: Snapshot) -> int:
         recorded = self.__dict__.get(_SNAPSHOT_SIZE_ATTR)
-        return int(recorded) if recorded is not None else int(original_size.fget(self))  # type: ignore[misc]
+        return int(recorded) if recorded is not None else int(original.fget(self))  # type: ignore[misc]
 
-    _runtime.patch(Snapshot, "volume_size", property(volume_size))
+    return property(volume_size)
 
-    original_action = EC2Response.create_snapshots
 
+def _wrap_create_snapshots(original: Any) -> Any:
     def create_snapshots(self: EC2Response) -> ActionResult:
-        result = original_action(self)
+        result: ActionResult = original(self)
         if str(self._get_param("CopyTagsFromSource") or "").lower() == "volume":
             requested = self._parse_tag_specification().get("snapshot", {})
             for snapshot in result.result["Snapshots"]:  # type: ignore[index]
@@ -77,7 +70,7 @@ def _install_snapshot_fixes() -> None:
                 snapshot.add_tags({**copied, **requested})
         return result
 
-    _runtime.patch(EC2Response, "create_snapshots", create_snapshots)
+    return create_snapshots
 
 
 # -- replace root volume --------------------------------------------------------------------------
@@ -226,10 +219,82 @@ def describe_replace_root_volume_tasks_action(self: EC2Response) -> ActionResult
     return ActionResult(result)
 
 
-def install() -> None:
-    _install_status_checks()
-    _install_snapshot_fixes()
-    _runtime.patch(EC2Backend, "create_replace_root_volume_task", create_replace_root_volume_task)
-    _runtime.patch(EC2Backend, "describe_replace_root_volume_tasks", describe_replace_root_volume_tasks)
-    _runtime.patch(EC2Response, "create_replace_root_volume_task", create_replace_root_volume_task_action)
-    _runtime.patch(EC2Response, "describe_replace_root_volume_tasks", describe_replace_root_volume_tasks_action)
+_INSTANCES = "moto.ec2.models.instances"
+_RESPONSES = "moto.ec2.responses"
+NEVER_HEALTHY_INSTANCE_STATUS = "ec2.never_healthy.instance_status"
+NEVER_HEALTHY_SYSTEM_STATUS = "ec2.never_healthy.system_status"
+
+PATCHES = (
+    wraps(
+        NEVER_HEALTHY_INSTANCE_STATUS,
+        _INSTANCES,
+        "Instance",
+        "instance_status",
+        "set_never_healthy: a running instance's instance status check stays initializing",
+        _wrap_never_healthy,
+    ),
+    wraps(
+        NEVER_HEALTHY_SYSTEM_STATUS,
+        _INSTANCES,
+        "Instance",
+        "system_status",
+        "set_never_healthy: a running instance's system status check stays initializing",
+        _wrap_never_healthy,
+    ),
+    wraps(
+        "ec2.snapshot_records_volume_size",
+        "moto.ec2.models",
+        "EC2Backend",
+        "create_snapshot",
+        "remember the volume's size when the snapshot is taken (moto reads the live volume)",
+        _wrap_create_snapshot,
+    ),
+    wraps(
+        "ec2.snapshot_volume_size",
+        "moto.ec2.models.elastic_block_store",
+        "Snapshot",
+        "volume_size",
+        "a snapshot's VolumeSize is the size it was taken at, not the volume's after ModifyVolume",
+        _wrap_volume_size,
+    ),
+    wraps(
+        "ec2.create_snapshots_copy_tags",
+        _RESPONSES,
+        "EC2Response",
+        "create_snapshots",
+        "CreateSnapshots honours CopyTagsFromSource=volume (moto ignores it)",
+        _wrap_create_snapshots,
+    ),
+    adds(
+        "ec2.create_replace_root_volume_task",
+        "moto.ec2.models",
+        "EC2Backend",
+        "create_replace_root_volume_task",
+        "moto 5.2.5 lacks CreateReplaceRootVolumeTask",
+        create_replace_root_volume_task,
+    ),
+    adds(
+        "ec2.describe_replace_root_volume_tasks",
+        "moto.ec2.models",
+        "EC2Backend",
+        "describe_replace_root_volume_tasks",
+        "moto 5.2.5 lacks DescribeReplaceRootVolumeTasks",
+        describe_replace_root_volume_tasks,
+    ),
+    adds(
+        "ec2.create_replace_root_volume_task_action",
+        _RESPONSES,
+        "EC2Response",
+        "create_replace_root_volume_task",
+        "route the CreateReplaceRootVolumeTask action to the backend method added above",
+        create_replace_root_volume_task_action,
+    ),
+    adds(
+        "ec2.describe_replace_root_volume_tasks_action",
+        _RESPONSES,
+        "EC2Response",
+        "describe_replace_root_volume_tasks",
+        "route the DescribeReplaceRootVolumeTasks action to the backend method added above",
+        describe_replace_root_volume_tasks_action,
+    ),
+)

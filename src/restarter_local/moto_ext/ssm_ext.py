@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from moto.core.responses import ActionResult
@@ -14,6 +15,7 @@ from moto.ssm.models import Command, SimpleSystemManagerBackend
 from moto.ssm.responses import SimpleSystemManagerResponse
 
 from . import _runtime, agent
+from .registry import adds, wraps
 from .state import SimulatedAgentState
 
 AGENT_VERSION = "3.3.1611.0"
@@ -21,6 +23,7 @@ AGENT_VERSION = "3.3.1611.0"
 # GetCommandInvocation's StandardOutputContent/StandardErrorContent to 24,000.
 LIST_OUTPUT_LIMIT = 2500
 GET_OUTPUT_LIMIT = 24000
+_Action = Callable[[SimpleSystemManagerResponse], ActionResult]
 _DTO_ATTR = "_restarter_delivery_timed_out_count"
 
 
@@ -84,8 +87,7 @@ def _apply(state: SimulatedAgentState, backend: SimpleSystemManagerBackend, comm
     command.status_details = command.status
 
 
-def _install_send_command() -> None:
-    original = SimpleSystemManagerBackend.send_command
+def _wrap_send_command(original: Callable[..., Command]) -> Callable[..., Command]:
     signature = inspect.signature(original)
 
     def send_command(self: SimpleSystemManagerBackend, *args: Any, **kwargs: Any) -> Command:
@@ -113,22 +115,22 @@ def _install_send_command() -> None:
         _apply(state, self, command)
         return command
 
-    _runtime.patch(SimpleSystemManagerBackend, "send_command", send_command)
+    return send_command
 
-    original_response_object = Command.response_object
 
+def _wrap_response_object(original: Callable[[Command], dict[str, Any]]) -> Callable[[Command], dict[str, Any]]:
     def response_object(self: Command) -> dict[str, Any]:
-        result = original_response_object(self)
+        result = original(self)
         result["DeliveryTimedOutCount"] = getattr(self, _DTO_ATTR, 0)
         return result
 
-    _runtime.patch(Command, "response_object", response_object)
+    return response_object
 
-    original_action = SimpleSystemManagerResponse.send_command
 
+def _wrap_send_command_action(original: _Action) -> _Action:
     def send_command_action(self: SimpleSystemManagerResponse) -> ActionResult:
         # Real SendCommand answers before any agent ran: Pending with zero counts.
-        result = original_action(self)
+        result = original(self)
         if _runtime.active_state() is not None and isinstance(result.result, dict):
             command = dict(result.result["Command"])
             command.update(
@@ -141,7 +143,7 @@ def _install_send_command() -> None:
             return ActionResult({"Command": command})
         return result
 
-    _runtime.patch(SimpleSystemManagerResponse, "send_command", send_command_action)
+    return send_command_action
 
 
 # -- ListCommandInvocations -----------------------------------------------------------------------
@@ -323,9 +325,67 @@ def _paginate(items: list[Any], max_results: Any, next_token: Any) -> tuple[list
     return items[start:end], (str(end) if end < len(items) else None)
 
 
-def install() -> None:
-    _install_send_command()
-    _runtime.patch(SimpleSystemManagerBackend, "list_command_invocations", list_command_invocations)
-    _runtime.patch(SimpleSystemManagerBackend, "describe_instance_information", describe_instance_information)
-    _runtime.patch(SimpleSystemManagerResponse, "list_command_invocations", list_command_invocations_action)
-    _runtime.patch(SimpleSystemManagerResponse, "describe_instance_information", describe_instance_information_action)
+_MODELS = "moto.ssm.models"
+_RESPONSES = "moto.ssm.responses"
+_BACKEND = "SimpleSystemManagerBackend"
+_RESPONSE = "SimpleSystemManagerResponse"
+
+PATCHES = (
+    wraps(
+        "ssm.send_command",
+        _MODELS,
+        _BACKEND,
+        "send_command",
+        "refuse instances that are not running, address only the named instances (moto adds every "
+        "instance of the region) and let each instance's simulated agent answer",
+        _wrap_send_command,
+    ),
+    wraps(
+        "ssm.command_delivery_timed_out_count",
+        _MODELS,
+        "Command",
+        "response_object",
+        "report DeliveryTimedOutCount (moto omits it) for commands to offline agents",
+        _wrap_response_object,
+    ),
+    wraps(
+        "ssm.send_command_answers_pending",
+        _RESPONSES,
+        _RESPONSE,
+        "send_command",
+        "SendCommand answers Pending with zero counts, as AWS does before any agent ran",
+        _wrap_send_command_action,
+    ),
+    adds(
+        "ssm.list_command_invocations",
+        _MODELS,
+        _BACKEND,
+        "list_command_invocations",
+        "moto 5.2.5 lacks ListCommandInvocations",
+        list_command_invocations,
+    ),
+    adds(
+        "ssm.describe_instance_information",
+        _MODELS,
+        _BACKEND,
+        "describe_instance_information",
+        "moto 5.2.5 lacks DescribeInstanceInformation",
+        describe_instance_information,
+    ),
+    adds(
+        "ssm.list_command_invocations_action",
+        _RESPONSES,
+        _RESPONSE,
+        "list_command_invocations",
+        "route the ListCommandInvocations action to the backend method added above",
+        list_command_invocations_action,
+    ),
+    adds(
+        "ssm.describe_instance_information_action",
+        _RESPONSES,
+        _RESPONSE,
+        "describe_instance_information",
+        "route the DescribeInstanceInformation action to the backend method added above",
+        describe_instance_information_action,
+    ),
+)

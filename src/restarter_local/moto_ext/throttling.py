@@ -14,6 +14,7 @@ from moto.core.exceptions import ServiceException
 from moto.core.responses import ActionResult, BaseResponse
 
 from . import _runtime
+from .registry import wraps
 from .state import ThrottleRefusal
 
 # service -> (error code, message, HTTP status) of the real throttling error.
@@ -61,9 +62,7 @@ def _request_params(response: BaseResponse) -> dict[str, Any]:
     }
 
 
-def install() -> None:
-    original = BaseResponse.call_action
-
+def _wrap_call_action(original: Any) -> Any:
     def call_action(self: BaseResponse) -> Any:
         state = _runtime.active_state()
         if state is not None:
@@ -78,4 +77,16 @@ def install() -> None:
         return original(self)
 
     call_action.__wrapped__ = original  # type: ignore[attr-defined]
-    _runtime.patch(BaseResponse, "call_action", call_action)
+    return call_action
+
+
+PATCHES = (
+    wraps(
+        "throttling.call_action",
+        "moto.core.responses",
+        "BaseResponse",
+        "call_action",
+        "count every API call and refuse it with the service's throttling error when asked",
+        _wrap_call_action,
+    ),
+)
