@@ -23,15 +23,6 @@ TERMINAL_RESTART_STATUSES: frozenset[str] = frozenset({"ready", "failed", "timed
 RestartType = Literal["graceful", "force"]
 
 
-def failure_status(error_code: str | None, *, rolled_back: bool) -> RestartStatus:
-    """The terminal status of a restart that did not reach `ready`."""
-    if error_code == "TIMED_OUT":
-        return "timed_out"
-    if error_code == "CANCELLED":
-        return "cancelled"
-    return "rolled_back" if rolled_back else "failed"
-
-
 Trigger = Literal["api", "schedule", "alarm", "queue", "cli"]
 
 Phase = Literal[

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from restarter.domain.models import Phase
 from restarter.observability import logger, metrics
-from restarter.services.restart_runner import RestartRunner
+from restarter.services.restart.runner import RestartRunner
 from restarter.wiring import get_dependencies
 
 

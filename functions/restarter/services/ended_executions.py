@@ -18,7 +18,7 @@ from typing import Any
 from restarter.domain.errors import RestarterError
 from restarter.domain.models import RestartRecord
 from restarter.observability import logger
-from restarter.services.restart_runner import RestartRunner
+from restarter.services.restart.runner import RestartRunner
 from restarter.wiring import Dependencies
 
 ENDED_STATUSES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})

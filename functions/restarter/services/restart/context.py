@@ -1,0 +1,96 @@
+"""What a phase step works with: the record, the cluster, the cloud, the clock and its own state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic
+
+from restarter.adapters.clock import Clock
+from restarter.adapters.provider import Provider
+from restarter.domain.errors import PhaseFailedError
+from restarter.domain.inventory import InstanceView
+from restarter.domain.models import Cluster, ContainerSpec, RestartRecord, VolumeInfo, format_time, parse_time
+from restarter.domain.outcome import failure_summary
+from restarter.services.restart.state import StateT
+
+START_SERVICES_TIMEOUT_SECONDS = 600
+
+
+@dataclass
+class PhaseContext(Generic[StateT]):
+    """One step of one phase. Phases change `record`, `cluster` and `state`; the runner saves them."""
+
+    record: RestartRecord
+    cluster: Cluster
+    provider: Provider
+    clock: Clock
+    state: StateT
+    attempt: int = 0
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def instances(self) -> list[InstanceView]:
+        return self.provider.describe_instances(self.cluster.instance_ids)
+
+    def volumes(self) -> list[VolumeInfo]:
+        return [VolumeInfo.from_view(v) for v in self.provider.describe_volumes(self.cluster.instance_ids)]
+
+    def instances_ready(self) -> bool:
+        """Running, status checks passed, SSM agent online: ready to take commands."""
+        if not all(i.status_checks_ok for i in self.instances()):
+            return False
+        return all(self.provider.agents_online(self.cluster.instance_ids).values())
+
+    def start_downtime(self) -> None:
+        """The first action that interrupts the workload starts the downtime clock."""
+        self.record.downtime_started_at = self.record.downtime_started_at or format_time(self.now())
+
+    def start_services(self, spec: ContainerSpec) -> str:
+        """Send the command that starts the workload container with `spec` on every instance."""
+        return self.provider.run_command(
+            self.cluster.instance_ids,
+            "start_services",
+            {
+                "image": spec.image,
+                "ports": port_args(spec),
+                "environment_parameter": spec.environment_parameter,
+            },
+            timeout_seconds=START_SERVICES_TIMEOUT_SECONDS,
+        )
+
+    def command_finished(self, command_id: str, instance_ids: list[str], phase: str, failure: str) -> bool:
+        """True once the command succeeded everywhere; a failure anywhere fails the phase."""
+        invocations = self.provider.command_invocations(command_id, instance_ids)
+        if any(i.pending for i in invocations):
+            return False
+        failed = [i for i in invocations if i.status != "Success"]
+        if failed:
+            raise PhaseFailedError(failure, {"phase": phase, "instances": failure_summary(failed)})
+        return True
+
+
+def port_args(spec: ContainerSpec) -> list[dict[str, Any]]:
+    return [
+        {"internal_port": p.internal_port, "external_port": p.external_port, "protocol": p.protocol}
+        for p in spec.port_mappings
+    ]
+
+
+def mark_applied(record: RestartRecord, category: str) -> None:
+    """Move the configuration lines of one part of the restart from pending to applied."""
+    for line in record.change_lines.get(category, []):
+        if line in record.configuration_updates.pending:
+            record.configuration_updates.pending.remove(line)
+            record.configuration_updates.applied.append(line)
+
+
+def close_record(record: RestartRecord, now: datetime) -> None:
+    """Stamp the end of the restart, its duration and its downtime."""
+    record.restart_completed_at = format_time(now)
+    started = parse_time(record.restart_initiated_at)
+    record.restart_duration_seconds = int((now - started).total_seconds())
+    if record.downtime_started_at:
+        end = parse_time(record.downtime_ended_at) if record.downtime_ended_at else now
+        record.downtime_seconds = int((end - parse_time(record.downtime_started_at)).total_seconds())
