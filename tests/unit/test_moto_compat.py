@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import tomllib
 import types
 from collections.abc import Iterator
@@ -11,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from restarter_local.moto_ext import REGISTRY, compat
+from restarter_local.moto_ext import (
+    REGISTRY,
+    SimulatedAgentState,
+    active_state,
+    compat,
+    install_extensions,
+    set_active_state,
+    uninstall_extensions,
+)
 from restarter_local.moto_ext.registry import PatchError, PatchRegistry, adds, replaces, wraps
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
@@ -51,6 +60,27 @@ def test_the_two_status_check_wrappers_apply_in_their_declared_order() -> None:
     order = [patch.name for patch in REGISTRY.ordered()]
     assert order.index("ec2.never_healthy.instance_status") < order.index("timing.instance_status")
     assert order.index("ec2.never_healthy.system_status") < order.index("timing.system_status")
+
+
+def test_uninstall_restores_moto_as_shipped_and_install_patches_it_again() -> None:
+    from moto.core.responses import BaseResponse
+    from moto.ec2.models import EC2Backend
+    from moto.ec2.models.instances import Instance
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    previous = active_state()
+    try:
+        install_extensions(SimulatedAgentState())
+        original_call_action = BaseResponse.call_action.__wrapped__  # type: ignore[attr-defined]
+        uninstall_extensions()
+        assert BaseResponse.call_action is original_call_action
+        assert not hasattr(EC2Backend, "create_replace_root_volume_task")
+        assert "_state" not in Instance.__dict__
+        assert retrier_decl.time is time
+        install_extensions(SimulatedAgentState())
+        assert REGISTRY.applied() == REGISTRY.ordered()
+    finally:
+        set_active_state(previous)
 
 
 # -- the registry ---------------------------------------------------------------------------------

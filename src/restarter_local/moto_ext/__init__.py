@@ -20,12 +20,14 @@ snapshots keeping the ``VolumeSize`` they were taken at. With no active state
 (``set_active_state(None)``) everything else behaves as moto ships; ``uninstall_extensions()``
 removes every patch.
 
-The embedded AWS's Step Functions shims (``stepfunctions_shims.py``: Lambda tasks in-process,
-scaled waits and backoff) and the ASL parse cache (``asl_cache.py``) are installed with them;
-they read the engine set with ``set_active_engine``.
+The embedded AWS's Step Functions shims (``stepfunctions_shims.py``) and the ASL parse cache
+(``asl_cache.py``) are installed with them and read the engine set with ``set_active_engine``:
+Lambda tasks run its handlers in-process (with no engine set they fail: "no local engine is
+running"), Wait states and retry backoff run on its scaled clock (with none, real time).
 
 Every patch is declared in its module's ``PATCHES`` and applied through ``REGISTRY``
-(``registry.py``); ``compat.py`` pins the moto version and lists every target.
+(``registry.py``: once per process, in dependency order); ``compat.py`` refuses any moto but the
+pinned version and lists every target (``ec2_timing_ext.py`` holds the patches for ``timing.py``).
 """
 
 from __future__ import annotations
