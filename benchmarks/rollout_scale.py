@@ -27,11 +27,8 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 from restarter.domain.rollouts import RolloutSpec  # noqa: E402
 from restarter.observability import logger, metrics  # noqa: E402
-from restarter.services.rollouts import (  # noqa: E402
-    build_rollout_dependencies,
-    create_rollout,
-    use_rollout_dependencies,
-)
+from restarter.services.rollouts import create_rollout  # noqa: E402
+from restarter.wiring import build_rollout_dependencies, use_rollout_dependencies  # noqa: E402
 from restarter_local.engine import FunctionRegistry, LocalAws  # noqa: E402
 from restarter_local.fleet import ClusterSpec, seed_cluster  # noqa: E402
 
@@ -123,11 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         assert aws.deps is not None
         rd = build_rollout_dependencies(
             aws.deps,
-            {
-                "ROLLOUTS_TABLE": aws.environment["ROLLOUTS_TABLE"],
-                "ROLLOUT_STATE_MACHINE_ARN": aws.environment.get("ROLLOUT_STATE_MACHINE_ARN")
-                or state_machine_arn(aws, "RolloutStateMachine"),
-            },
+            table=aws.environment["ROLLOUTS_TABLE"],
+            state_machine_arn=aws.environment.get("ROLLOUT_STATE_MACHINE_ARN")
+            or state_machine_arn(aws, "RolloutStateMachine"),
         )
         use_rollout_dependencies(rd)
         try:

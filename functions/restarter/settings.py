@@ -1,48 +1,97 @@
-"""Configuration of the functions: one frozen model, read from the environment once, on first use."""
+"""Configuration of every function: one frozen model, read from the environment once, on first use.
+
+Every variable any function's `Environment` in template.yaml sets (its Globals and its own) is a
+field here, under its variable's name. A function reads only the fields it needs; a variable a
+function does not get keeps its default. A value that is set but wrong fails the first use with
+one `SettingsError` naming every bad variable, instead of failing later inside some AWS call.
+An empty value counts as unset.
+
+| variable | functions (template.yaml) |
+| --- | --- |
+| CLUSTERS_TABLE, RESTARTS_TABLE, LOCKS_TABLE, AUDIT_TABLE | all (Globals) |
+| API_KEYS_TABLE, IDEMPOTENCY_TABLE, EVENT_BUS_NAME, CLUSTER_TAG_KEY | all (Globals) |
+| STATE_MACHINE_ARN | all but RestartStep and ApiKeyAuthorizer |
+| API_WAIT_BUDGET_SECONDS, SCHEDULE_TARGET_ARN, SCHEDULER_ROLE_ARN, SCHEDULE_DEAD_LETTER_ARN | Api |
+| ROLLOUTS_TABLE | Api, QueueRestart, RolloutStep, ScheduledRollout |
+| ROLLOUT_STATE_MACHINE_ARN | Api, QueueRestart, ScheduledRollout |
+| RECOVERY_TABLE | AlarmRecovery |
+| AWS_REGION (else AWS_DEFAULT_REGION) | all (set by Lambda) |
+
+POWERTOOLS_* and LOG_LEVEL are read by Powertools itself.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+TableName = Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$")]
+Arn = Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:[a-z0-9-]+:")]
+
+
+class SettingsError(RuntimeError):
+    """The environment is not what the function needs; the message names each variable."""
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True)
 
-    clusters_table: str = "restarter-clusters"
-    restarts_table: str = "restarter-restarts"
-    locks_table: str = "restarter-locks"
-    audit_table: str = "restarter-audit"
-    api_keys_table: str = "restarter-api-keys"
-    idempotency_table: str = "restarter-idempotency"
-    api_wait_budget_seconds: float = 25.0
-    event_bus_name: str = "restarter"
-    state_machine_arn: str | None = None
-    cluster_tag_key: str = "restarter:cluster"
-    region: str = "us-east-1"
+    clusters_table: TableName = Field(default="restarter-clusters", validation_alias="CLUSTERS_TABLE")
+    restarts_table: TableName = Field(default="restarter-restarts", validation_alias="RESTARTS_TABLE")
+    locks_table: TableName = Field(default="restarter-locks", validation_alias="LOCKS_TABLE")
+    audit_table: TableName = Field(default="restarter-audit", validation_alias="AUDIT_TABLE")
+    api_keys_table: TableName = Field(default="restarter-api-keys", validation_alias="API_KEYS_TABLE")
+    idempotency_table: TableName = Field(default="restarter-idempotency", validation_alias="IDEMPOTENCY_TABLE")
+    event_bus_name: str = Field(default="restarter", min_length=1, max_length=1600, validation_alias="EVENT_BUS_NAME")
+    cluster_tag_key: str = Field(
+        default="restarter:cluster", min_length=1, max_length=128, validation_alias="CLUSTER_TAG_KEY"
+    )
+    state_machine_arn: Arn | None = Field(default=None, validation_alias="STATE_MACHINE_ARN")
+    # API Gateway answers 504 after 29 s: a synchronous wait must end before that.
+    api_wait_budget_seconds: float = Field(default=25.0, gt=0, le=29, validation_alias="API_WAIT_BUDGET_SECONDS")
+    rollouts_table: TableName = Field(default="restarter-rollouts", validation_alias="ROLLOUTS_TABLE")
+    rollout_state_machine_arn: Arn | None = Field(default=None, validation_alias="ROLLOUT_STATE_MACHINE_ARN")
+    schedule_target_arn: Arn | None = Field(default=None, validation_alias="SCHEDULE_TARGET_ARN")
+    scheduler_role_arn: Arn | None = Field(default=None, validation_alias="SCHEDULER_ROLE_ARN")
+    schedule_dead_letter_arn: Arn | None = Field(default=None, validation_alias="SCHEDULE_DEAD_LETTER_ARN")
+    recovery_table: TableName = Field(default="restarter-recovery", validation_alias="RECOVERY_TABLE")
+    region: str = Field(
+        default="us-east-1",
+        pattern=r"^[a-z]{2}(-[a-z]+)+-\d$",
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+    )
+
+    @classmethod
+    def variables(cls) -> list[str]:
+        """Every environment variable the settings read."""
+        names: list[str] = []
+        for field in cls.model_fields.values():
+            alias = field.validation_alias
+            names += [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else [str(alias)]
+        return names
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings `env` (default: the process environment) gives; `SettingsError` if any value is wrong."""
         env = os.environ if env is None else env
-        defaults = cls()
-        return cls(
-            clusters_table=env.get("CLUSTERS_TABLE", defaults.clusters_table),
-            restarts_table=env.get("RESTARTS_TABLE", defaults.restarts_table),
-            locks_table=env.get("LOCKS_TABLE", defaults.locks_table),
-            audit_table=env.get("AUDIT_TABLE", defaults.audit_table),
-            api_keys_table=env.get("API_KEYS_TABLE", defaults.api_keys_table),
-            idempotency_table=env.get("IDEMPOTENCY_TABLE", defaults.idempotency_table),
-            api_wait_budget_seconds=float(env.get("API_WAIT_BUDGET_SECONDS", defaults.api_wait_budget_seconds)),
-            event_bus_name=env.get("EVENT_BUS_NAME", defaults.event_bus_name),
-            state_machine_arn=env.get("STATE_MACHINE_ARN") or None,
-            cluster_tag_key=env.get("CLUSTER_TAG_KEY", defaults.cluster_tag_key),
-            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or defaults.region,
-        )
+        values: dict[str, Any] = {}
+        for name in cls.variables():
+            value = (env.get(name) or "").strip()
+            if value:
+                values[name] = value
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            # names and reasons only: the values stay out of the message (and of the chained error)
+            problems = "; ".join(f"{error['loc'][0]}: {error['msg']}" for error in exc.errors() if error["loc"])
+            raise SettingsError(f"Invalid environment: {problems}") from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    """Read once per container, on first use (never at import)."""
     return Settings.from_environment()

@@ -260,7 +260,7 @@ NIGHTLY = {
 def _demo_scheduled_rollout(aws: Any, gateway: Any, api_key: str, as_json: bool) -> dict[str, Any]:
     """Create a schedule through the API, let the embedded Scheduler fire it (twice, as a
     redelivery would), and follow the rollout it starts."""
-    from restarter.services.rollouts import get_rollout_dependencies
+    from restarter.wiring import get_rollout_dependencies
     from restarter_local.fleet import ClusterSpec, seed_cluster
 
     for cluster in SCHEDULED_FLEET:
@@ -665,7 +665,7 @@ def _rollout_reports(aws: Any, result: Any) -> list[dict[str, Any]]:
     """The seed-shaped report of every rollout the invocation started (one with no cluster to
     restart has no execution: the handler's answer names it)."""
     from restarter.domain.rollouts import summarize
-    from restarter.services.rollouts import get_rollout_dependencies
+    from restarter.wiring import get_rollout_dependencies
 
     store = get_rollout_dependencies().store
     ids = {e["name"].rsplit("-", 1)[0] for e in aws.rollout_executions()}

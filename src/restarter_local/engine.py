@@ -27,9 +27,9 @@ import boto3
 import yaml
 from moto import mock_aws
 
-from restarter.domain.schedules import fill_context_attributes
+from restarter.adapters.scheduler import fill_context_attributes
 from restarter.settings import Settings
-from restarter.wiring import Dependencies, build_dependencies, use_dependencies
+from restarter.wiring import Dependencies, build_dependencies, use_api_key_store, use_dependencies
 from restarter_local.lambda_output import lambda_stdout_to_stderr
 from restarter_local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions, set_active_engine
 from restarter_local.resources import project_file, template_path
@@ -264,14 +264,11 @@ class LocalAws:
         self.deps = build_dependencies(self.settings, clock=self.clock)
         use_dependencies(self.deps)
         from restarter.adapters.api_keys import ApiKeyStore
-        from restarter.handlers.authorizer import use_api_key_store
 
         self.api_keys = ApiKeyStore(self.client("dynamodb"), self.settings.api_keys_table)
         use_api_key_store(self.api_keys)
 
     def stop(self) -> None:
-        from restarter.handlers.authorizer import use_api_key_store
-
         self.wait_for_executions(timeout=30, raise_on_timeout=False)
         use_dependencies(None)
         use_api_key_store(None)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from restarter.adapters.aws_errors import error_code, translated
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+
 
 # An alarm that is gone (or an ARN that is not an alarm's) simply has no tags for us.
 _NO_TAGS_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "InvalidParameterValue"})
 
 
 class AlarmTags:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: CloudWatchClient) -> None:
         self._client = client
 
     def tags(self, alarm_arn: str | None) -> dict[str, str]:

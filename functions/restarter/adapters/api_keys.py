@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
@@ -26,11 +26,15 @@ from restarter.domain.auth import Principal, build_principal, hash_key, new_key,
 from restarter.domain.errors import ConflictError, ProviderError, RequestValidationError
 from restarter.domain.models import format_time
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
 _NEW_KEY_ATTEMPTS = 5
 
 
 class ApiKeyStore:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self._table = table
 
@@ -113,7 +117,7 @@ class ApiKeyStore:
         }
         if principal.name is not None:
             item["name"] = {"S": principal.name}
-        condition = {"ConditionExpression": "attribute_not_exists(key_hash)"} if must_be_new else {}
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(key_hash)"} if must_be_new else {}
         try:
             self._client.put_item(TableName=self._table, Item=item, **condition)
         except ClientError as exc:

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 from restarter.adapters.aws_errors import call, translated
 from restarter.domain.errors import ProviderError
 from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, SnapshotView, VolumeView
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.literals import InstanceTypeType
+    from mypy_boto3_ec2.type_defs import TagTypeDef
+    from mypy_boto3_ssm import SSMClient
+
 
 CONTAINER_NAME = "restarter-workload"
 
@@ -90,7 +98,7 @@ def _port_check(port: dict[str, Any]) -> str:
 
 
 class Ec2Provider:
-    def __init__(self, ec2: Any, ssm: Any) -> None:
+    def __init__(self, ec2: EC2Client, ssm: SSMClient) -> None:
         self._ec2 = ec2
         self._ssm = ssm
 
@@ -148,7 +156,7 @@ class Ec2Provider:
         return sorted(views, key=lambda v: (v.instance_id, v.device_name))
 
     @staticmethod
-    def _type_info(raw: dict[str, Any]) -> InstanceTypeInfo:
+    def _type_info(raw: Mapping[str, Any]) -> InstanceTypeInfo:
         gpus = raw.get("GpuInfo", {}).get("Gpus", [])
         return InstanceTypeInfo(
             name=raw["InstanceType"],
@@ -161,7 +169,7 @@ class Ec2Provider:
 
     def describe_instance_type(self, name: str) -> InstanceTypeInfo:
         with translated("ec2:DescribeInstanceTypes"):
-            types = self._ec2.describe_instance_types(InstanceTypes=[name])["InstanceTypes"]
+            types = self._ec2.describe_instance_types(InstanceTypes=[cast("InstanceTypeType", name)])["InstanceTypes"]
         if not types:
             raise ProviderError(f"unknown instance type {name}", {"instance_type": name})
         return self._type_info(types[0])
@@ -193,7 +201,7 @@ class Ec2Provider:
     # ----------------------------------------------------------- storage
     def create_checkpoint(self, instance_ids: list[str], tags: dict[str, str]) -> dict[str, dict[str, str]]:
         volumes = {v.volume_id: v for v in self.describe_volumes(instance_ids)}
-        tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+        tag_list: list[TagTypeDef] = [{"Key": k, "Value": v} for k, v in tags.items()]
         result: dict[str, dict[str, str]] = {}
         for instance_id in instance_ids:
             response = call(

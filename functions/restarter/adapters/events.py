@@ -8,7 +8,7 @@ because a notification could not be sent.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -16,17 +16,22 @@ from restarter.adapters.aws_errors import call
 from restarter.domain.errors import RestarterError
 from restarter.observability import logger, metrics
 
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
+
+
 SOURCE = "restarter"
 
 
 class EventPublisher:
-    def __init__(self, client: Any, bus_name: str) -> None:
+    def __init__(self, client: EventBridgeClient, bus_name: str) -> None:
         self._client = client
         self._bus = bus_name
 
     def publish(self, detail_type: str, detail: dict[str, Any], resources: list[str] | None = None) -> bool:
         """Send one event; False (logged, counted) when the bus refused it."""
-        entry = {
+        entry: PutEventsRequestEntryTypeDef = {
             "Source": SOURCE,
             "DetailType": detail_type,
             "Detail": json.dumps(detail, default=str),

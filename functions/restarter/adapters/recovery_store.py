@@ -12,10 +12,8 @@ before the two states) counts as done.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -23,8 +21,10 @@ from restarter.adapters.aws_errors import error_code, translated
 from restarter.domain.models import format_time, parse_time
 from restarter.domain.recovery import RecoveryEntry
 
-TABLE_ENV = "RECOVERY_TABLE"
-DEFAULT_TABLE = "restarter-recovery"
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
 
 HISTORY_RETENTION = timedelta(days=30)
 CLAIM_RETENTION = timedelta(days=7)
@@ -33,14 +33,8 @@ IN_PROGRESS = "in_progress"
 DONE = "done"
 
 
-def recovery_table_name(env: Mapping[str, str] | None = None) -> str:
-    """`RECOVERY_TABLE` from the environment (read when called, never at import), else the default."""
-    env = os.environ if env is None else env
-    return (env.get(TABLE_ENV) or "").strip() or DEFAULT_TABLE
-
-
 class RecoveryStore:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self._table = table
 
@@ -110,7 +104,7 @@ class RecoveryStore:
     # -------------------------------------------------------------- history
     def record(self, entry: RecoveryEntry) -> None:
         recovered = parse_time(entry.recovered_at)
-        item = {
+        item: dict[str, AttributeValueTypeDef] = {
             "cluster_id": {"S": entry.cluster_id},
             "recovered_at": {"S": f"{entry.recovered_at}#{entry.event_id}"},
             "alarm_name": {"S": entry.alarm_name},

@@ -9,14 +9,17 @@ rollout's shared counter.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from restarter.adapters.store import VersionedRecords, update_record
 from restarter.domain.rollouts import RolloutRecord
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
 
 class RolloutStore:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._records = VersionedRecords(client, table, "rollout_id", "rollout")
 
     def get(self, rollout_id: str) -> tuple[RolloutRecord, int] | None:

@@ -1,16 +1,21 @@
-"""Starting, following and stopping restart executions."""
+"""Starting, following and stopping the executions of one state machine."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from restarter.adapters.aws_errors import call
 from restarter.domain.errors import ProviderError
 
+if TYPE_CHECKING:
+    from mypy_boto3_stepfunctions import SFNClient
+
+_UNKNOWN_EXECUTION_CODES = frozenset({"ExecutionDoesNotExist", "InvalidArn"})
+
 
 class ExecutionStarter:
-    def __init__(self, client: Any, state_machine_arn: str) -> None:
+    def __init__(self, client: SFNClient, state_machine_arn: str) -> None:
         self._client = client
         self._arn = state_machine_arn
 
@@ -39,6 +44,16 @@ class ExecutionStarter:
         """RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED (or PENDING_REDRIVE)."""
         response = call("states:DescribeExecution", lambda: self._client.describe_execution(executionArn=execution_arn))
         return str(response["status"])
+
+    def is_running(self, execution_arn: str) -> bool:
+        """Whether the execution runs; one Step Functions does not know runs nothing. Other errors
+        raise: a throttled answer is no proof that nothing runs."""
+        try:
+            return self.status(execution_arn) == "RUNNING"
+        except ProviderError as exc:
+            if exc.details.get("aws_error_code") in _UNKNOWN_EXECUTION_CODES:
+                return False
+            raise
 
     def stop(self, execution_arn: str, cause: str) -> None:
         call(

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -23,9 +23,13 @@ from restarter.adapters.aws_errors import error_code, translated
 from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundError, RequestValidationError
 from restarter.domain.models import Cluster, RestartRecord, format_time
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
 
 class ClusterStore:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self._table = table
 
@@ -37,7 +41,7 @@ class ClusterStore:
         return Cluster.model_validate_json(item["body"]["S"]) if item else None
 
     def put(self, cluster: Cluster) -> None:
-        item = {
+        item: dict[str, AttributeValueTypeDef] = {
             "cluster_id": {"S": cluster.id},
             "tenant_id": {"S": cluster.tenant_id},
             "status": {"S": cluster.status},
@@ -64,7 +68,7 @@ class VersionedRecords:
     `key` names the partition key; `index` gives the extra attributes a record is queried by.
     """
 
-    def __init__(self, client: Any, table: str, key: str, kind: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, key: str, kind: str) -> None:
         self._client = client
         self._table = table
         self._key = key
@@ -145,7 +149,7 @@ def update_record(
 
 
 class RestartStore:
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self._table = table
         self._records = VersionedRecords(client, table, "restart_id", "restart")
@@ -237,7 +241,7 @@ class ClusterLock:
     """One restart at a time per cluster. A lock expires; a restart whose execution ended without
     cleaning up is finished (lock released) by services/ended_executions.py, or by a cancel."""
 
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self._table = table
 
@@ -305,7 +309,7 @@ class AuditLog:
 
     RETENTION_DAYS = 400
 
-    def __init__(self, client: Any, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._client = client
         self._table = table
 

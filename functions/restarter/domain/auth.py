@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Mapping
-from typing import Any, Literal, get_args
+from collections.abc import Iterable
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
@@ -64,24 +64,6 @@ class Principal(BaseModel):
 
     def sorted_scopes(self) -> list[Scope]:
         return sorted(self.scopes)
-
-    def authorizer_context(self) -> dict[str, str]:
-        """What the Lambda authorizer hands to the API (values must be strings, numbers or booleans)."""
-        return {"tenant_id": self.tenant_id, "key_id": self.key_id, "scopes": ",".join(self.sorted_scopes())}
-
-    @classmethod
-    def from_authorizer_context(cls, context: Mapping[str, Any] | None) -> Principal:
-        """Read back `authorizer_context()` from `requestContext.authorizer` (extra keys such as
-        `principalId` and `integrationLatency` are ignored). Raises `UnauthorizedError` if incomplete."""
-        context = context or {}
-        try:
-            return cls(
-                key_id=str(context["key_id"]),
-                tenant_id=str(context["tenant_id"]),
-                scopes=frozenset(s for s in str(context["scopes"]).split(",") if s),  # type: ignore[arg-type]
-            )
-        except (KeyError, ValidationError) as exc:
-            raise UnauthorizedError("The request carries no valid authorizer context") from exc
 
 
 def build_principal(key_id: str, tenant_id: str, scopes: Iterable[str], name: str | None = None) -> Principal:

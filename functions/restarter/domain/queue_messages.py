@@ -135,11 +135,3 @@ def parse_queue_message(
         raise _invalid("cluster_id", f"must match {CLUSTER_ID_PATTERN.pattern}", "string_pattern_mismatch")
     key = _idempotency_key(request.pop("idempotency_key", None), idempotency_key)
     return RestartMessage(cluster_id=cluster_id, request=request, idempotency_key=key, priority=level)
-
-
-def queue_name_from_arn(arn: str) -> str:
-    """`arn:aws:sqs:us-east-1:123456789012:restarter-dev-recovery` -> `restarter-dev-recovery`."""
-    parts = arn.split(":")
-    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs" or not parts[5]:
-        raise _invalid("eventSourceARN", "expected an SQS queue ARN", "value_error")
-    return parts[5]

@@ -1,11 +1,10 @@
 """Scheduled maintenance rollouts (EventBridge Scheduler), as pure rules.
 
 A schedule is stored in EventBridge Scheduler itself, one schedule group per tenant. Its
-target is the ScheduledRolloutFunction, and its `Input` is a `ScheduleFiring` with
-Scheduler's context attributes in place of the firing's facts: Scheduler replaces
-`<aws.scheduler.scheduled-time>` and the others when it invokes the target. The targets are
-resolved when the schedule fires (clusters added since are included), and each firing gets
-its own maintenance window, from the scheduled time to `window_minutes` later.
+target is the ScheduledRolloutFunction, which receives a `ScheduleFiring` (how the target's
+Input says so is `adapters.scheduler`'s business). The targets are resolved when the schedule
+fires (clusters added since are included), and each firing gets its own maintenance window,
+from the scheduled time to `window_minutes` later.
 
 A firing's rollout id is derived from the schedule's ARN and the scheduled time, so a firing
 delivered twice (Scheduler and Lambda both deliver at least once) starts one rollout.
@@ -14,7 +13,6 @@ delivered twice (Scheduler and Lambda both deliver at least once) starts one rol
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import zoneinfo
 from datetime import datetime, timedelta
@@ -27,12 +25,6 @@ from restarter.domain.rollouts import MaintenanceWindow, RolloutSpec, RolloutTar
 SCHEDULE_NAME_PATTERN = r"^[0-9A-Za-z_.-]{1,64}$"
 GROUP_PREFIX = "restarter"
 DEFAULT_WINDOW_MINUTES = 240
-
-# Scheduler's context attributes, replaced in the target's Input at each invocation.
-SCHEDULE_ARN = "<aws.scheduler.schedule-arn>"
-SCHEDULED_TIME = "<aws.scheduler.scheduled-time>"
-EXECUTION_ID = "<aws.scheduler.execution-id>"
-ATTEMPT_NUMBER = "<aws.scheduler.attempt-number>"
 
 _RATE = re.compile(r"^rate\((?P<value>[1-9][0-9]{0,5}) (?P<unit>minutes?|hours?|days?)\)$")
 _AT = re.compile(r"^at\((?P<when>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
@@ -159,33 +151,6 @@ class ScheduleFiring(BaseModel):
         return RolloutSpec(**self.rollout.model_dump(exclude_unset=True), maintenance_window=window)
 
 
-def firing_input(request: ScheduleRequest, tenant_id: str | None) -> str:
-    """The target's Input: the firing with Scheduler's placeholders for what only it knows."""
-    document: dict[str, Any] = {
-        "schedule_arn": SCHEDULE_ARN,
-        "schedule_name": request.name,
-        "tenant_id": tenant_id,
-        "scheduled_time": SCHEDULED_TIME,
-        "execution_id": EXECUTION_ID,
-        "attempt": ATTEMPT_NUMBER,
-        "window_minutes": request.window_minutes,
-        "rollout": request.rollout.model_dump(mode="json", exclude_unset=True),
-    }
-    return json.dumps(document, separators=(",", ":"))
-
-
-def fill_context_attributes(template: str, *, schedule_arn: str, scheduled_time: datetime, attempt: int = 1) -> str:
-    """What Scheduler does to the Input at invocation (the local runtime fires schedules with it)."""
-    stamp = scheduled_time.strftime("%Y-%m-%dT%H:%M:%SZ")
-    execution_id = hashlib.sha256(f"{schedule_arn}|{stamp}|{attempt}".encode()).hexdigest()[:16]
-    return (
-        template.replace(SCHEDULE_ARN, schedule_arn)
-        .replace(SCHEDULED_TIME, stamp)
-        .replace(EXECUTION_ID, execution_id)
-        .replace(ATTEMPT_NUMBER, str(attempt))
-    )
-
-
 def schedule_group(tenant_id: str) -> str:
     """One Scheduler group per tenant: a tenant lists and deletes only its own schedules.
     Group names allow [0-9A-Za-z_.-], at most 64 characters; other tenant ids are hashed."""
@@ -208,29 +173,3 @@ class ScheduleView(BaseModel):
     rollout: dict[str, Any]
     created_at: str | None = None
     links: dict[str, str] = Field(default_factory=dict)
-
-
-def schedule_view(described: dict[str, Any], api_prefix: str = "/v1") -> ScheduleView:
-    """From Scheduler's GetSchedule answer; the rollout comes back out of the target's Input."""
-    window = described.get("FlexibleTimeWindow") or {}
-    try:
-        document = json.loads(described.get("Target", {}).get("Input") or "{}")
-    except ValueError:
-        document = {}
-    created = described.get("CreationDate")
-    name = str(described["Name"])
-    return ScheduleView(
-        name=name,
-        arn=str(described["Arn"]),
-        schedule_expression=str(described["ScheduleExpression"]),
-        timezone=str(described.get("ScheduleExpressionTimezone") or "UTC"),
-        flexible_window_minutes=int(window.get("MaximumWindowInMinutes") or 0)
-        if window.get("Mode") == "FLEXIBLE"
-        else 0,
-        window_minutes=int(document.get("window_minutes") or DEFAULT_WINDOW_MINUTES),
-        enabled=described.get("State", "ENABLED") == "ENABLED",
-        description=described.get("Description") or None,
-        rollout=document.get("rollout") or {},
-        created_at=created.strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(created, datetime) else None,
-        links={"self": f"{api_prefix}/schedules/{name}"},
-    )

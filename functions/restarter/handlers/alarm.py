@@ -30,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 
 from restarter.domain.recovery import AlarmTransition
 from restarter.observability import logger, metrics
-from restarter.services.alarm_recovery import AlarmRecovery, build_alarm_recovery, recover_from_alarm
-from restarter.wiring import Dependencies, get_dependencies
+from restarter.services.alarm_recovery import recover_from_alarm
+from restarter.wiring import get_alarm_recovery
 
 
 class _Lenient(BaseModel):
@@ -144,24 +144,6 @@ ALARM_EVENT: TypeAdapter[AlarmEvent] = TypeAdapter(
 )
 
 
-_service: tuple[Dependencies, AlarmRecovery] | None = None
-
-
-def _alarm_recovery() -> AlarmRecovery:
-    """Built on first use, and again when the shared dependencies are replaced (local runtime)."""
-    global _service  # noqa: PLW0603 - one set per container
-    deps = get_dependencies()
-    if _service is None or _service[0] is not deps:
-        _service = (deps, build_alarm_recovery(deps))
-    return _service[1]
-
-
-def use_alarm_recovery(service: AlarmRecovery | None) -> None:
-    """Install a set (tests, the local runtime); None rebuilds on next use."""
-    global _service  # noqa: PLW0603
-    _service = (service.deps, service) if service is not None else None
-
-
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 @event_parser(model=ALARM_EVENT)
@@ -172,6 +154,6 @@ def lambda_handler(event: AlarmEvent, context: LambdaContext) -> dict[str, Any]:
         event_id=alarm.event_id,
         delivery="lambda_action" if isinstance(event, AlarmLambdaActionEvent) else "eventbridge",
     )
-    outcome = recover_from_alarm(_alarm_recovery(), alarm)
+    outcome = recover_from_alarm(get_alarm_recovery(), alarm)
     metrics.add_metric(name="Alarm" + outcome.action.title().replace("_", ""), unit=MetricUnit.Count, value=1)
     return {"success": True, "data": outcome.to_dict()}

@@ -19,10 +19,8 @@ The key, its secret and its hash are never logged (the event is never logged eit
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, NoReturn
 
-import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import event_source
 from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
@@ -31,38 +29,14 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
     HttpVerb,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config
 
-from restarter.adapters.api_keys import ApiKeyStore
+from restarter.adapters.authorizer_context import authorizer_context
 from restarter.domain.auth import Principal, key_id_of, parse_bearer
 from restarter.domain.errors import RestarterError
 from restarter.observability import logger, metrics
-from restarter.settings import get_settings
+from restarter.wiring import get_api_key_store
 
 UNAUTHORIZED = "Unauthorized"
-
-# An authorizer sits in front of every API call: fail fast rather than hold the request.
-_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 2}, connect_timeout=2, read_timeout=3)
-
-_installed: ApiKeyStore | None = None
-
-
-@lru_cache(maxsize=1)
-def _default_store() -> ApiKeyStore:
-    settings = get_settings()
-    session = boto3.session.Session(region_name=settings.region)
-    return ApiKeyStore(session.client("dynamodb", config=_CLIENT_CONFIG), settings.api_keys_table)
-
-
-def get_api_key_store() -> ApiKeyStore:
-    """The installed store, else one built from the settings on first use and kept for the container."""
-    return _installed if _installed is not None else _default_store()
-
-
-def use_api_key_store(store: ApiKeyStore | None) -> None:
-    """Install a store (the local runtime, tests); None goes back to the one built from settings."""
-    global _installed  # noqa: PLW0603 - one store per container
-    _installed = store
 
 
 def authenticate(authorization: str | None) -> Principal:
@@ -107,10 +81,10 @@ def lambda_handler(event: APIGatewayAuthorizerTokenEvent, context: LambdaContext
         aws_account_id=route.aws_account_id,
         api_id=route.api_id,
         stage=route.stage,
-        context=principal.authorizer_context(),
+        context=authorizer_context(principal),
         partition=route.partition,
     )
     response.allow_all_routes(http_method=HttpVerb.ALL.value)
-    logger.info("request authorized", scopes=principal.authorizer_context()["scopes"])
+    logger.info("request authorized", scopes=",".join(principal.sorted_scopes()))
     metrics.add_metric(name="AuthorizationsAllowed", unit=MetricUnit.Count, value=1)
     return response.asdict()

@@ -18,10 +18,10 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from restarter.domain.queue_messages import priority_rank, queue_name_from_arn
+from restarter.domain.queue_messages import MalformedMessageError, priority_rank
 from restarter.observability import logger, metrics
 from restarter.services.queued_restarts import QueuedMessage, process_message
-from restarter.wiring import get_dependencies
+from restarter.wiring import get_queue_dependencies
 
 # Every failure is reported per message, even when the whole batch failed (no Lambda error).
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -35,6 +35,17 @@ def by_priority(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return priority_rank(attribute.get("stringValue"))
 
     return sorted(records, key=rank)
+
+
+def queue_name_from_arn(arn: str) -> str:
+    """`arn:aws:sqs:us-east-1:123456789012:restarter-dev-recovery` -> `restarter-dev-recovery`."""
+    parts = arn.split(":")
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs" or not parts[5]:
+        raise MalformedMessageError(
+            "Invalid queue message: eventSourceARN",
+            {"errors": [{"field": "eventSourceARN", "message": "expected an SQS queue ARN", "type": "value_error"}]},
+        )
+    return parts[5]
 
 
 def queued_message(record: SQSRecord) -> QueuedMessage:
@@ -54,7 +65,7 @@ def queued_message(record: SQSRecord) -> QueuedMessage:
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> dict[str, Any]:
-    return process_message(get_dependencies(), queued_message(record), lambda_context)
+    return process_message(get_queue_dependencies(), queued_message(record), lambda_context)
 
 
 @metrics.log_metrics

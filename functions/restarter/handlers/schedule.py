@@ -24,8 +24,8 @@ from restarter.domain.rollouts import summarize
 from restarter.domain.schedules import ScheduleFiring
 from restarter.domain.validation import validation_details
 from restarter.observability import logger, metrics
-from restarter.services.rollouts import get_rollout_dependencies
 from restarter.services.schedules import start_scheduled_rollout
+from restarter.wiring import get_rollout_dependencies
 
 
 def _refused(exc: RestarterError) -> dict[str, Any]:

@@ -14,13 +14,9 @@ retries it later; once `done`, every delivery is a duplicate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import boto3
-
-from restarter.adapters.alarms import AlarmTags
-from restarter.adapters.recovery_store import IN_PROGRESS, RecoveryStore, recovery_table_name
+from restarter.adapters.recovery_store import IN_PROGRESS
 from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundError, RequestValidationError
 from restarter.domain.models import Cluster, format_time
 from restarter.domain.recovery import (
@@ -40,7 +36,7 @@ from restarter.domain.recovery import (
 )
 from restarter.observability import logger
 from restarter.services.restart_intake import accept_restart
-from restarter.wiring import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient
+from restarter.wiring import AlarmRecoveryDependencies, Dependencies
 
 AUDIT_ACTION = "alarm.state_changed"
 # AlarmRecoveryFunction's Timeout in template.yaml; the claim's lease is twice that, so an
@@ -53,27 +49,6 @@ BUDGET_EXHAUSTED_EVENT = "Recovery Budget Exhausted"
 REFUSALS = (InvalidStateError, RequestValidationError, NotFoundError, ConflictError)
 
 
-@dataclass
-class AlarmRecovery:
-    """The adapters this use case needs beyond the shared ones."""
-
-    deps: Dependencies
-    recoveries: RecoveryStore
-    alarms: AlarmTags
-
-
-def build_alarm_recovery(deps: Dependencies, table: str | None = None) -> AlarmRecovery:
-    """Clients are made on first use; the table is `RECOVERY_TABLE` (read now, not at import)."""
-    session = boto3.session.Session(region_name=deps.settings.region)
-    return AlarmRecovery(
-        deps=deps,
-        recoveries=RecoveryStore(
-            LazyClient(session, "dynamodb", SERVICE_CLIENT_CONFIG), table or recovery_table_name()
-        ),
-        alarms=AlarmTags(LazyClient(session, "cloudwatch", SERVICE_CLIENT_CONFIG)),
-    )
-
-
 def requested_by(alarm: AlarmTransition) -> str:
     return f"alarm:{alarm.alarm_name}"[:200]
 
@@ -81,7 +56,7 @@ def requested_by(alarm: AlarmTransition) -> str:
 # ---------------------------------------------------------------- mapping
 
 
-def map_alarm(service: AlarmRecovery, alarm: AlarmTransition) -> tuple[AlarmMapping, Cluster | None]:
+def map_alarm(service: AlarmRecoveryDependencies, alarm: AlarmTransition) -> tuple[AlarmMapping, Cluster | None]:
     """The alarm's cluster: by `ClusterId`, else `InstanceId` over the cluster records, else the
     alarm's `restarter:cluster` tag. Returns the mapping and the cluster (None if unknown)."""
     deps = service.deps
@@ -101,7 +76,7 @@ def _has_instance_dimension(alarm: AlarmTransition) -> bool:
 # ---------------------------------------------------------------- the use case
 
 
-def recover_from_alarm(service: AlarmRecovery, alarm: AlarmTransition) -> RecoveryOutcome:
+def recover_from_alarm(service: AlarmRecoveryDependencies, alarm: AlarmTransition) -> RecoveryOutcome:
     deps = service.deps
     mapping, cluster = map_alarm(service, alarm)
     entity = cluster.id if cluster else f"alarm:{alarm.alarm_arn or alarm.alarm_name}"
@@ -164,7 +139,9 @@ def _duplicate(alarm: AlarmTransition, cluster: Cluster) -> RecoveryOutcome:
     )
 
 
-def _recover(service: AlarmRecovery, alarm: AlarmTransition, cluster: Cluster, now: datetime) -> RecoveryOutcome:
+def _recover(
+    service: AlarmRecoveryDependencies, alarm: AlarmTransition, cluster: Cluster, now: datetime
+) -> RecoveryOutcome:
     deps = service.deps
     policy = policy_from_labels(cluster.labels)
     if policy.problems:
@@ -238,7 +215,7 @@ def _recover(service: AlarmRecovery, alarm: AlarmTransition, cluster: Cluster, n
 
 
 def _budget_exhausted(
-    service: AlarmRecovery, alarm: AlarmTransition, cluster: Cluster, decision: RecoveryDecision
+    service: AlarmRecoveryDependencies, alarm: AlarmTransition, cluster: Cluster, decision: RecoveryDecision
 ) -> RecoveryOutcome:
     logger.warning(
         "alarm recovery budget exhausted",

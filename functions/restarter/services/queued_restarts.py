@@ -37,12 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import boto3
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError,
     IdempotencyValidationError,
@@ -50,7 +45,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from restarter.adapters.queues import MessageVisibility
+from restarter.adapters.idempotency import IdempotencyTable
 from restarter.domain.errors import NotFoundError, ProviderError, RequestValidationError, RestarterError
 from restarter.domain.queue_messages import (
     RestartMessage,
@@ -61,8 +56,8 @@ from restarter.domain.rollouts import RolloutSpec, rollout_id_for_key
 from restarter.domain.validation import validation_details
 from restarter.observability import logger
 from restarter.services.restart_intake import accept_restart
-from restarter.services.rollouts import create_rollout, get_rollout_dependencies
-from restarter.wiring import SERVICE_CLIENT_CONFIG, Dependencies
+from restarter.services.rollouts import create_rollout
+from restarter.wiring import Dependencies, QueueDependencies
 
 MESSAGE_ID_TTL_SECONDS = 24 * 3600
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
@@ -111,10 +106,10 @@ class QueuedMessageError(RestarterError):
 
 
 def process_message(
-    deps: Dependencies, message: QueuedMessage, lambda_context: LambdaContext | None = None
+    queue: QueueDependencies, message: QueuedMessage, lambda_context: LambdaContext | None = None
 ) -> dict[str, Any]:
     """Start the restart a message asks for, once. Raises `QueuedMessageError` when it failed."""
-    guards = _guards(deps.settings.idempotency_table, deps.settings.region)
+    guards = _guards(queue.idempotency)
     if lambda_context is not None:
         for config in guards.configs:  # an in-progress record expires with this invocation
             config.register_lambda_context(lambda_context)
@@ -122,11 +117,11 @@ def process_message(
         result: dict[str, Any] = guards.by_message(
             envelope={"message_id": message.message_id, "queue": message.queue_name},
             message=message,
-            deps=deps,
+            queue=queue,
         )
     except Exception as exc:
         failure = classify(exc)
-        _report(deps, message, failure)
+        _report(queue, message, failure)
         if failure is exc:
             raise
         raise failure from exc
@@ -169,7 +164,7 @@ def retry_delay_seconds(failure: QueuedMessageError, receive_count: int) -> int:
 # ------------------------------------------------------------------ the guarded steps
 
 
-def _handle_message(*, envelope: dict[str, Any], message: QueuedMessage, deps: Dependencies) -> dict[str, Any]:
+def _handle_message(*, envelope: dict[str, Any], message: QueuedMessage, queue: QueueDependencies) -> dict[str, Any]:
     """Inside the message-id guard: parse, then start the restart (business-key guard) or the rollout."""
     parsed = parse_queue_message(
         message.body,
@@ -177,11 +172,11 @@ def _handle_message(*, envelope: dict[str, Any], message: QueuedMessage, deps: D
         idempotency_key=message.attributes.get("idempotency_key"),
     )
     if isinstance(parsed, RolloutMessage):
-        return _start_rollout_once(message, parsed)
-    return _start_once(deps, message, parsed)
+        return _start_rollout_once(queue, message, parsed)
+    return _start_once(queue, message, parsed)
 
 
-def _start_rollout_once(message: QueuedMessage, parsed: RolloutMessage) -> dict[str, Any]:
+def _start_rollout_once(queue: QueueDependencies, message: QueuedMessage, parsed: RolloutMessage) -> dict[str, Any]:
     """An operator's rollout (every tenant's clusters), named by its business key: a second
     message with the same key or the same spec answers the rollout the first one started."""
     try:
@@ -190,7 +185,7 @@ def _start_rollout_once(message: QueuedMessage, parsed: RolloutMessage) -> dict[
         errors = [{**e, "field": f"rollout.{e['field']}"} for e in validation_details(exc)]
         raise RequestValidationError("Invalid rollout", {"errors": errors}) from exc
     record, created = create_rollout(
-        get_rollout_dependencies(),
+        queue.rollouts,
         spec,
         requested_by=message.requested_by,
         trigger="queue",
@@ -204,8 +199,8 @@ def _start_rollout_once(message: QueuedMessage, parsed: RolloutMessage) -> dict[
     }
 
 
-def _start_once(deps: Dependencies, message: QueuedMessage, parsed: RestartMessage) -> dict[str, Any]:
-    guards = _guards(deps.settings.idempotency_table, deps.settings.region)
+def _start_once(queue: QueueDependencies, message: QueuedMessage, parsed: RestartMessage) -> dict[str, Any]:
+    guards = _guards(queue.idempotency)
     command: dict[str, Any] = {
         "cluster_id": parsed.cluster_id,
         "request": parsed.request,
@@ -214,9 +209,9 @@ def _start_once(deps: Dependencies, message: QueuedMessage, parsed: RestartMessa
     }
     if parsed.idempotency_key is not None:
         command["idempotency_key"] = parsed.idempotency_key
-        result: dict[str, Any] = guards.by_key(command=command, deps=deps)
+        result: dict[str, Any] = guards.by_key(command=command, deps=queue.deps)
     else:
-        result = guards.by_content(command=command, deps=deps)
+        result = guards.by_content(command=command, deps=queue.deps)
     return result
 
 
@@ -244,11 +239,15 @@ class _Guards:
     configs: tuple[IdempotencyConfig, ...]
 
 
+MESSAGE_GUARD = "restarter.queue.message"
+KEY_GUARD = "restarter.queue.idempotency_key"
+CONTENT_GUARD = "restarter.queue.request"
+
+
 @lru_cache(maxsize=4)
-def _guards(table: str, region: str) -> _Guards:
-    """Built once per container (and table), on first use. One persistence layer per guard
-    (Powertools configures the layer per call, and the guards nest), one DynamoDB client."""
-    client = boto3.session.Session(region_name=region).client("dynamodb", config=SERVICE_CLIENT_CONFIG)
+def _guards(idempotency: IdempotencyTable) -> _Guards:
+    """Built once per table adapter (once per container), on first use. Each guard has its own
+    persistence layer: Powertools configures a layer on first use, and the guards nest."""
     by_message = IdempotencyConfig(event_key_jmespath="message_id", expires_after_seconds=MESSAGE_ID_TTL_SECONDS)
     by_key = IdempotencyConfig(
         event_key_jmespath="idempotency_key",
@@ -265,23 +264,23 @@ def _guards(table: str, region: str) -> _Guards:
         by_message=idempotent_function(
             _handle_message,
             data_keyword_argument="envelope",
-            persistence_store=DynamoDBPersistenceLayer(table_name=table, boto3_client=client),
+            persistence_store=idempotency.persistence_layer(MESSAGE_GUARD),
             config=by_message,
-            key_prefix="restarter.queue.message",
+            key_prefix=MESSAGE_GUARD,
         ),
         by_key=idempotent_function(
             _start_restart,
             data_keyword_argument="command",
-            persistence_store=DynamoDBPersistenceLayer(table_name=table, boto3_client=client),
+            persistence_store=idempotency.persistence_layer(KEY_GUARD),
             config=by_key,
-            key_prefix="restarter.queue.idempotency_key",
+            key_prefix=KEY_GUARD,
         ),
         by_content=idempotent_function(
             _start_restart,
             data_keyword_argument="command",
-            persistence_store=DynamoDBPersistenceLayer(table_name=table, boto3_client=client),
+            persistence_store=idempotency.persistence_layer(CONTENT_GUARD),
             config=by_content,
-            key_prefix="restarter.queue.request",
+            key_prefix=CONTENT_GUARD,
         ),
         configs=(by_message, by_key, by_content),
     )
@@ -290,7 +289,7 @@ def _guards(table: str, region: str) -> _Guards:
 # ------------------------------------------------------------------ failures
 
 
-def _report(deps: Dependencies, message: QueuedMessage, failure: QueuedMessageError) -> None:
+def _report(queue: QueueDependencies, message: QueuedMessage, failure: QueuedMessageError) -> None:
     delay = retry_delay_seconds(failure, message.receive_count)
     fields: dict[str, Any] = {
         "message_id": message.message_id,
@@ -306,23 +305,12 @@ def _report(deps: Dependencies, message: QueuedMessage, failure: QueuedMessageEr
         logger.error("queued message refused; it will end in the dead-letter queue", **fields)
     else:
         logger.warning("queued message failed; it will be retried", **fields)
-    _change_visibility(deps, message, delay)
+    _change_visibility(queue, message, delay)
 
 
-_visibility: tuple[Dependencies, MessageVisibility] | None = None
-
-
-def _message_visibility(deps: Dependencies) -> MessageVisibility:
-    global _visibility  # noqa: PLW0603 - one client per set of dependencies, built on first failure
-    if _visibility is None or _visibility[0] is not deps:
-        session = boto3.session.Session(region_name=deps.settings.region)
-        _visibility = (deps, MessageVisibility(session.client("sqs", config=SERVICE_CLIENT_CONFIG)))
-    return _visibility[1]
-
-
-def _change_visibility(deps: Dependencies, message: QueuedMessage, seconds: int) -> None:
+def _change_visibility(queue: QueueDependencies, message: QueuedMessage, seconds: int) -> None:
     try:
-        _message_visibility(deps).delay(message.queue_url, message.receipt_handle, seconds)
+        queue.visibility.delay(message.queue_url, message.receipt_handle, seconds)
     except Exception as exc:  # best effort: the failure report alone returns the message
         logger.warning(
             "could not change the message's visibility",

@@ -15,23 +15,14 @@ sparingly: first when its restart is expected to be done, then with a backoff
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import boto3
-from botocore.exceptions import ClientError
-
-from restarter.adapters.rollout_store import RolloutStore
-from restarter.adapters.stepfunctions import ExecutionStarter
 from restarter.domain.errors import (
     ConflictError,
     NotFoundError,
-    ProviderError,
     RestarterError,
     TransientProviderError,
 )
@@ -61,52 +52,7 @@ from restarter.domain.rollouts import (
 )
 from restarter.observability import logger
 from restarter.services.restart_intake import LOCK_MARGIN, accept_restart
-from restarter.wiring import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient, get_dependencies
-
-DEFAULT_ROLLOUTS_TABLE = "restarter-rollouts"
-
-
-@dataclass
-class RolloutDependencies:
-    deps: Dependencies
-    store: RolloutStore
-    sfn: Any
-    executions: ExecutionStarter | None
-
-
-def build_rollout_dependencies(deps: Dependencies, env: dict[str, str] | None = None) -> RolloutDependencies:
-    env = dict(os.environ) if env is None else env
-    session = boto3.session.Session(region_name=deps.settings.region)
-    dynamodb = LazyClient(session, "dynamodb", SERVICE_CLIENT_CONFIG)
-    sfn = LazyClient(session, "stepfunctions", SERVICE_CLIENT_CONFIG)
-    arn = env.get("ROLLOUT_STATE_MACHINE_ARN") or None
-    return RolloutDependencies(
-        deps=deps,
-        store=RolloutStore(dynamodb, env.get("ROLLOUTS_TABLE", DEFAULT_ROLLOUTS_TABLE)),
-        sfn=sfn,
-        executions=ExecutionStarter(sfn, arn) if arn else None,
-    )
-
-
-_built: RolloutDependencies | None = None
-_current: RolloutDependencies | None = None
-
-
-def get_rollout_dependencies() -> RolloutDependencies:
-    """The installed set, else one built (once per container) around the service dependencies."""
-    global _built  # noqa: PLW0603 - one set per container, built on first use
-    if _current is not None:
-        return _current
-    deps = get_dependencies()
-    if _built is None or _built.deps is not deps:
-        _built = build_rollout_dependencies(deps)
-    return _built
-
-
-def use_rollout_dependencies(dependencies: RolloutDependencies | None) -> None:
-    """Install a set (tests, the local runtime); None goes back to the one built from settings."""
-    global _current  # noqa: PLW0603
-    _current = dependencies
+from restarter.wiring import RolloutDependencies
 
 
 def new_rollout_id() -> str:
@@ -278,13 +224,7 @@ def _run(rd: RolloutDependencies, record: RolloutRecord) -> RolloutRecord:
         "max_concurrency": record.spec.max_concurrency,
         "wait_seconds": window_start_delay(record.current_window, rd.deps.clock.now()),
     }
-    try:
-        execution_arn = rd.executions.start(name, payload)
-    except ProviderError as exc:
-        if exc.details.get("aws_error_code") != "ExecutionAlreadyExists":
-            raise
-        execution_arn = rd.executions.execution_arn(name)  # a first try did start it
-        logger.info("rollout execution already started", rollout_id=rollout_id, execution=name)
+    execution_arn = rd.executions.start_once(name, payload)  # a first try may have started it
 
     def _started(current: RolloutRecord) -> None:
         if current.attempt == record.attempt:
@@ -295,12 +235,10 @@ def _run(rd: RolloutDependencies, record: RolloutRecord) -> RolloutRecord:
 
 
 def _still_running(rd: RolloutDependencies, execution_arn: str | None) -> bool:
-    if not execution_arn:
+    """Without a rollout state machine nothing runs (and `_run` says it is not configured)."""
+    if not execution_arn or rd.executions is None:
         return False
-    try:
-        return bool(rd.sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING")
-    except ClientError:  # unknown execution: nothing is running it
-        return False
+    return rd.executions.is_running(execution_arn)
 
 
 def _complete(at: str) -> Callable[[RolloutRecord], None]:
@@ -471,9 +409,9 @@ def finish_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str, resta
     return _output(item)
 
 
-def fail_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str, error: dict[str, Any]) -> dict[str, Any]:
+def fail_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str, message: str) -> dict[str, Any]:
     """A step of this item failed for good (the state machine caught it): a failed result."""
-    return _output(_record_failure(rd, rollout_id, cluster_id, _error_message(error)))
+    return _output(_record_failure(rd, rollout_id, cluster_id, message))
 
 
 def _record_failure(rd: RolloutDependencies, rollout_id: str, cluster_id: str, message: str) -> ItemResult:
@@ -487,20 +425,6 @@ def _record_failure(rd: RolloutDependencies, rollout_id: str, cluster_id: str, m
 
     logger.warning("rollout item failed", rollout_id=rollout_id, cluster_id=cluster_id, error=message)
     return rd.store.update(rollout_id, failed).result(cluster_id)
-
-
-def _error_message(error: dict[str, Any]) -> str:
-    """The message of a Step Functions error (`Cause` holds the Lambda's error as JSON)."""
-    name = str(error.get("Error", "Error"))
-    cause = error.get("Cause")
-    if isinstance(cause, str):
-        try:
-            parsed = json.loads(cause)
-        except ValueError:
-            return f"{name}: {cause}"[:500]
-        if isinstance(parsed, dict) and parsed.get("errorMessage"):
-            return f"{parsed.get('errorType', name)}: {parsed['errorMessage']}"[:500]
-    return name
 
 
 def finish(rd: RolloutDependencies, rollout_id: str) -> dict[str, Any]:

@@ -8,66 +8,12 @@ most one rollout however often it is delivered.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
-import boto3
-
 from restarter.adapters.scheduler import ScheduleGateway
-from restarter.domain.errors import RestarterError
 from restarter.domain.rollouts import RolloutRecord, select_targets
-from restarter.domain.schedules import (
-    ScheduleFiring,
-    ScheduleRequest,
-    ScheduleView,
-    firing_input,
-    schedule_group,
-    schedule_view,
-)
+from restarter.domain.schedules import ScheduleFiring, ScheduleRequest, ScheduleView, schedule_group
 from restarter.observability import logger
-from restarter.services.rollouts import RolloutDependencies, create_rollout
-from restarter.wiring import SERVICE_CLIENT_CONFIG, Dependencies, LazyClient
-
-
-@dataclass(frozen=True)
-class ScheduleTarget:
-    """Where Scheduler delivers a firing: the function, the role it assumes, the DLQ."""
-
-    function_arn: str
-    role_arn: str
-    dead_letter_arn: str | None = None
-
-    @classmethod
-    def from_environment(cls, env: dict[str, str] | None = None) -> ScheduleTarget | None:
-        env = dict(os.environ) if env is None else env
-        function_arn, role_arn = env.get("SCHEDULE_TARGET_ARN"), env.get("SCHEDULER_ROLE_ARN")
-        if not function_arn or not role_arn:
-            return None
-        return cls(function_arn, role_arn, env.get("SCHEDULE_DEAD_LETTER_ARN") or None)
-
-
-_gateway: tuple[Dependencies, ScheduleGateway] | None = None
-
-
-def schedule_gateway(deps: Dependencies) -> ScheduleGateway:
-    """Built once per set of dependencies, from the function's environment."""
-    global _gateway  # noqa: PLW0603 - one per container, built on first use
-    if _gateway is None or _gateway[0] is not deps:
-        target = ScheduleTarget.from_environment()
-        if target is None:
-            raise RestarterError(
-                "Schedules are not configured", {"settings": ["SCHEDULE_TARGET_ARN", "SCHEDULER_ROLE_ARN"]}
-            )
-        session = boto3.session.Session(region_name=deps.settings.region)
-        gateway = ScheduleGateway(
-            LazyClient(session, "scheduler", SERVICE_CLIENT_CONFIG),
-            target_arn=target.function_arn,
-            role_arn=target.role_arn,
-            dead_letter_arn=target.dead_letter_arn,
-        )
-        _gateway = (deps, gateway)
-    return _gateway[1]
-
+from restarter.services.rollouts import create_rollout
+from restarter.wiring import Dependencies, RolloutDependencies
 
 # ------------------------------------------------------------------ managing schedules
 
@@ -80,16 +26,7 @@ def create_schedule(
     covered = [c.id for c in select_targets(request.rollout, clusters)]  # unknown explicit ids: 404
     group = schedule_group(tenant_id)
     gateway.ensure_group(group)
-    gateway.create(
-        group=group,
-        name=request.name,
-        expression=request.schedule_expression,
-        timezone=request.timezone,
-        flexible_window_minutes=request.flexible_window_minutes,
-        payload=firing_input(request, tenant_id),
-        description=request.description,
-        enabled=request.enabled,
-    )
+    gateway.create(group, request, tenant_id)
     deps.audit.record(
         f"schedule:{group}/{request.name}",
         "schedule.created",
@@ -101,16 +38,16 @@ def create_schedule(
         clusters_now=len(covered),
     )
     logger.info("schedule created", schedule=request.name, group=group, clusters_now=len(covered))
-    return schedule_view(gateway.get(group, request.name)), covered
+    return gateway.get(group, request.name), covered
 
 
 def get_schedule(gateway: ScheduleGateway, tenant_id: str, name: str) -> ScheduleView:
-    return schedule_view(gateway.get(schedule_group(tenant_id), name))
+    return gateway.get(schedule_group(tenant_id), name)
 
 
 def list_schedules(gateway: ScheduleGateway, tenant_id: str) -> list[ScheduleView]:
     group = schedule_group(tenant_id)
-    return [schedule_view(gateway.get(group, name)) for name in gateway.list_names(group)]
+    return [gateway.get(group, name) for name in gateway.list_names(group)]
 
 
 def delete_schedule(deps: Dependencies, gateway: ScheduleGateway, tenant_id: str, name: str, requested_by: str) -> None:
