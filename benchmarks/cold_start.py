@@ -18,7 +18,7 @@ BASELINE = "import boto3; boto3.client('ec2', region_name='us-east-1')"
 HANDLERS = {
     "StartRestartFunction": "restarter.handlers.start_restart",
     "RestartStepFunction": "restarter.handlers.restart_step",
-    "ApiFunction": "restarter.handlers.api",
+    "ApiFunction": "restarter.handlers.api.app",
     "ApiKeyAuthorizerFunction": "restarter.handlers.authorizer",
     "QueueRestartFunction": "restarter.handlers.queue",
     "AlarmRecoveryFunction": "restarter.handlers.alarm",

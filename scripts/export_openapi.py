@@ -13,7 +13,7 @@ from pathlib import Path
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 
-from restarter.handlers.api import openapi_document
+from restarter.handlers.api.app import openapi_document
 
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 

@@ -810,7 +810,7 @@ def test_another_tenants_probes_stay_out_of_the_clusters_trail(api: ApiClient, s
 
 
 def test_the_committed_openapi_document_matches_the_code() -> None:
-    from restarter.handlers.api import openapi_document
+    from restarter.handlers.api.app import openapi_document
 
     committed = json.loads((REPO / "docs" / "openapi.json").read_text())
     assert committed == json.loads(openapi_document()), "run scripts/export_openapi.py and commit docs/openapi.json"
@@ -866,7 +866,7 @@ def test_the_openapi_document_shows_the_errors_the_api_really_answers(api: ApiCl
 
 
 def test_the_api_function_answers_the_sample_proxy_events(aws: LocalAws, seed: Seed) -> None:
-    from restarter.handlers.api import lambda_handler
+    from restarter.handlers.api.app import lambda_handler
     from restarter_local.engine import LocalLambdaContext
 
     seed()
@@ -885,7 +885,7 @@ def test_the_api_function_answers_the_seeds_configuration_update_proxy_event(aws
     """Given the seed's cluster (a p4d.24xlarge: 96 vCPUs, 1152 GiB), when the seed's second curl
     example arrives as a proxy event, then the restart runs, and the answer says that the CPU and
     memory minimums are already met and the instance type stays (instead of silently nothing)."""
-    from restarter.handlers.api import lambda_handler
+    from restarter.handlers.api.app import lambda_handler
     from restarter_local.engine import LocalLambdaContext
 
     seed()
@@ -909,7 +909,7 @@ def test_the_api_function_answers_the_seeds_configuration_update_proxy_event(aws
 
 
 def test_the_api_function_answers_the_seeds_snapshot_restore_proxy_event(aws: LocalAws, seed: Seed) -> None:
-    from restarter.handlers.api import lambda_handler
+    from restarter.handlers.api.app import lambda_handler
     from restarter_local.engine import LocalLambdaContext
 
     seed(checkpoints=["snap_xyz789"])
@@ -926,7 +926,7 @@ def test_the_api_function_answers_the_seeds_snapshot_restore_proxy_event(aws: Lo
 def test_the_api_function_answers_the_cancel_proxy_event(aws: LocalAws, seed: Seed, api: ApiClient) -> None:
     """Given a restart waiting in starting_services, when the cancel event (a bodiless
     `curl -X POST`, its restart id set to the running one) arrives, then it is accepted (202)."""
-    from restarter.handlers.api import lambda_handler
+    from restarter.handlers.api.app import lambda_handler
     from restarter_local.engine import LocalLambdaContext
 
     cluster = seed()

@@ -149,7 +149,7 @@ def test_template_wires_the_state_machine_to_the_step_function() -> None:
     assert handlers == {
         "StartRestartFunction": "restarter.handlers.start_restart.lambda_handler",
         "RestartStepFunction": "restarter.handlers.restart_step.lambda_handler",
-        "ApiFunction": "restarter.handlers.api.lambda_handler",
+        "ApiFunction": "restarter.handlers.api.app.lambda_handler",
         "ApiKeyAuthorizerFunction": "restarter.handlers.authorizer.lambda_handler",
         "QueueRestartFunction": "restarter.handlers.queue.lambda_handler",
         "AlarmRecoveryFunction": "restarter.handlers.alarm.lambda_handler",

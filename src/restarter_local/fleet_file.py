@@ -28,7 +28,7 @@ from restarter_local.engine import LocalAws
 from restarter_local.fleet import ClusterSpec, seed_cluster
 from restarter_local.moto_ext import InstanceTimings
 
-# The API's path rule for cluster ids (restarter.handlers.api.CLUSTER_ID): a cluster the API
+# The API's path rule for cluster ids (restarter.handlers.api.parameters.CLUSTER_ID): a cluster the API
 # cannot name would be unreachable.
 CLUSTER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 

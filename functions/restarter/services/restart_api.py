@@ -1,4 +1,5 @@
-"""Use cases behind the REST API: read clusters and restarts of a tenant, cancel, wait.
+"""Use cases behind the REST API: read clusters and restarts of a tenant, restart, cancel, wait,
+start a rollout once per idempotency key.
 
 A tenant sees only its own clusters and restarts; anything else is `NOT_FOUND`, exactly like
 something that does not exist, so that ids of other tenants cannot be probed.
@@ -8,14 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from restarter.domain.errors import InvalidStateError, NotFoundError
+from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundError
 from restarter.domain.inventory import InstanceView
 from restarter.domain.models import Cluster, RestartRecord, RestartRequest, RestartTarget, format_time
+from restarter.domain.rollouts import RolloutRecord, RolloutSpec, rollout_id_for_key
+from restarter.services import rollouts
 from restarter.services.ended_executions import conclude_if_execution_ended
-from restarter.services.restart_intake import load_cluster
-from restarter.wiring import Dependencies
+from restarter.services.restart_intake import accept_restart, load_cluster
+from restarter.wiring import Dependencies, RolloutDependencies
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,9 @@ def unchanged_configuration_notes(cluster: Cluster, request: RestartRequest, tar
 
 def list_clusters(
     deps: Dependencies, tenant_id: str, *, status: str | None = None, label: str | None = None
-) -> list[Cluster]:
-    """`label` is `key=value` (or `key` alone for any value)."""
+) -> list[ClusterDetails]:
+    """The tenant's clusters with their current restart (instances are not described: a list
+    stays one read per cluster). `label` is `key=value` (or `key` alone for any value)."""
     key, _, value = (label or "").partition("=")
     found = []
     for cluster in deps.clusters.list_all():
@@ -86,7 +91,26 @@ def list_clusters(
         if key and (key not in cluster.labels or (value and cluster.labels[key] != value)):
             continue
         found.append(cluster)
-    return found
+    listed = []
+    for cluster in found:
+        current = deps.restarts.get(cluster.current_restart_id) if cluster.current_restart_id else None
+        listed.append(ClusterDetails(cluster, [], current[0] if current else None))
+    return listed
+
+
+def accept_api_restart(
+    deps: Dependencies, *, cluster_id: str, tenant_id: str, requested_by: str, body: dict[str, Any]
+) -> tuple[RestartRecord, list[str]]:
+    """Accept a restart asked through the API; with the notes on requested changes that change
+    nothing (`unchanged_configuration_notes`).
+
+    Another tenant's cluster is refused here, before the intake, which would audit the refusal in
+    that cluster's trail (the tenant's own trail gets it from the API's request audit).
+    """
+    cluster = visible_cluster(deps, tenant_id, cluster_id)
+    request = RestartRequest.model_validate(body)
+    record = accept_restart(deps, cluster_id, request, trigger="api", requested_by=requested_by, tenant_id=tenant_id)
+    return record, unchanged_configuration_notes(cluster, request, record.target)
 
 
 def get_restart(deps: Dependencies, tenant_id: str, restart_id: str) -> RestartRecord:
@@ -237,3 +261,79 @@ def wait_until_finished(
         if record.is_terminal or waited >= budget_seconds:
             return WaitResult(record, record.is_terminal, round(waited, 2))
         sleep(min(poll_seconds, max(0.0, budget_seconds - waited)))
+
+
+@dataclass(frozen=True)
+class RestartFailure:
+    """How the API answers a restart that ended without `ready`, waited for with `wait_for_ready`."""
+
+    http_status: int
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# a restart's end (other than ready) -> the API's (code, HTTP status); any other end is a failure
+_ENDED_WITHOUT_READY: dict[str, tuple[str, int]] = {
+    "timed_out": ("RESTART_TIMED_OUT", 504),
+    "cancelled": ("RESTART_CANCELLED", 409),
+}
+
+
+def failure_of(record: RestartRecord) -> RestartFailure | None:
+    """None while the restart runs or once it is ready; else the error the API answers."""
+    if record.status in ("ready", "restarting"):
+        return None
+    code, status = _ENDED_WITHOUT_READY.get(record.status, ("RESTART_FAILED", 502))
+    details = {
+        "restart_id": record.id,
+        "status": record.status,
+        "phase": record.error.phase if record.error else None,
+        "reason": record.error.message if record.error else None,
+        "rollback_notes": record.rollback_notes,
+    }
+    return RestartFailure(status, code, f"The restart ended {record.status}", details)
+
+
+@dataclass(frozen=True)
+class ReadyWait:
+    """A restart after the API's `wait_for_ready` wait: ended (`finished`) or still running."""
+
+    record: RestartRecord
+    cluster_status: str
+    finished: bool
+    waited_seconds: float
+    failure: RestartFailure | None
+
+
+def wait_for_ready(deps: Dependencies, restart_id: str) -> ReadyWait:
+    """Hold the answer until the restart ends or the API's wait budget
+    (`api_wait_budget_seconds`, below API Gateway's 29 s) runs out."""
+    waited = wait_until_finished(deps, restart_id, deps.settings.api_wait_budget_seconds)
+    record = waited.record
+    cluster = deps.clusters.get(record.cluster_id)
+    return ReadyWait(
+        record, cluster.status if cluster else "restarting", waited.finished, waited.waited_seconds, failure_of(record)
+    )
+
+
+def start_rollout(
+    rd: RolloutDependencies,
+    spec: RolloutSpec,
+    *,
+    tenant_id: str,
+    requested_by: str,
+    idempotency_key: str | None,
+) -> tuple[RolloutRecord, bool]:
+    """Start a rollout; with an idempotency key, a retry answers the rollout it started (`False`),
+    and the same key with another spec is `CONFLICT`."""
+    rollout_id = rollout_id_for_key(f"{tenant_id}#{idempotency_key}") if idempotency_key else None
+    record, created = rollouts.create_rollout(
+        rd, spec, requested_by=requested_by, tenant_id=tenant_id, trigger="api", rollout_id=rollout_id
+    )
+    if not created and record.spec != spec:
+        raise ConflictError(
+            "This Idempotency-Key was used with a different request",
+            {"header": "Idempotency-Key", "rollout_id": record.rollout_id},
+        )
+    return record, created

@@ -1,0 +1,1 @@
+"""One Powertools `Router` per resource; each route parses, calls one service, answers."""
