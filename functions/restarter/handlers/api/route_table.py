@@ -10,7 +10,7 @@ route that takes a JSON body refuses another content type even with an empty bod
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
@@ -50,25 +50,25 @@ class DeclaredRoute:
 
 class RouteTable:
     def __init__(self, routes: Iterable[DeclaredRoute] = ()) -> None:
-        self._routes: list[DeclaredRoute] = list(routes)
+        self._entries: list[DeclaredRoute] = list(routes)
 
-    def __iter__(self) -> Any:
-        return iter(self._routes)
+    def __iter__(self) -> Iterator[DeclaredRoute]:
+        return iter(self._entries)
 
     def declare(self, method: str, rule: str, *, reads_body: bool = False) -> None:
-        self._routes.append(DeclaredRoute(method.upper(), rule, reads_body, compile_rule(rule)))
+        self._entries.append(DeclaredRoute(method.upper(), rule, reads_body, compile_rule(rule)))
 
     def extend(self, routes: Iterable[DeclaredRoute]) -> None:
-        self._routes.extend(routes)
+        self._entries.extend(routes)
 
     def allowed_methods(self, path: str) -> list[str]:
         """The methods some route serves on `path` (empty: no route has the path)."""
-        return sorted({route.method for route in self._routes if route.pattern.match(path)})
+        return sorted({route.method for route in self._entries if route.pattern.match(path)})
 
     def reads_body(self, method: str, path: str) -> bool:
         """Whether the route a request goes to takes a JSON body."""
         return any(
-            route.method == method.upper() and route.reads_body and route.pattern.match(path) for route in self._routes
+            route.method == method.upper() and route.reads_body and route.pattern.match(path) for route in self._entries
         )
 
 
