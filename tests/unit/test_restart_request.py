@@ -7,11 +7,11 @@ import json
 from typing import Any
 
 import pytest
-from tests.conftest import load_event
 
 from restarter.domain.errors import RequestValidationError
 from restarter.domain.models import RestartRequest
 from restarter.domain.validation import parse_restart_request
+from tests.conftest import load_event
 
 
 def test_defaults_are_the_seeds() -> None:

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 from scripts.build_restart_asl import substitute, template_timeout_seconds
-from tests.conftest import REPO, load_event
 
 from restarter.domain.models import Cluster
 from restarter.domain.planning import INTAKE_STEPS, PHASE_DESCRIPTIONS
 from restarter.handlers import restart_step, start_restart
 from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
+from tests.conftest import REPO, load_event
 
 START_CONTEXT = LocalLambdaContext("StartRestartFunction")
 # the committed file holds an unquoted numeric placeholder: read it substituted, as CloudFormation does

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.conftest import REPO, ApiClient, load_event
 
 from restarter.domain.models import Cluster
 from restarter_local.engine import LocalAws
+from tests.conftest import REPO, load_event
+from tests.integration.harness import ApiClient
 
 Seed = Callable[..., Cluster]
 RESTART = "/v1/clusters/cluster_abc123/restart"

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from tests.conftest import EVENTS
 
 from restarter_cli.main import main
+from tests.conftest import EVENTS
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -11,11 +11,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.conftest import EventCapture, RestartOutcome, command_ops, explain_restarts, instances, read_outcome
 
 from restarter.domain.errors import InvalidStateError, RequestValidationError
 from restarter.domain.models import Cluster, parse_time
 from restarter_local.engine import LocalAws
+from tests.integration.harness import (
+    EventCapture,
+    RestartOutcome,
+    command_ops,
+    explain_restarts,
+    instances,
+    read_outcome,
+)
 
 Seed = Callable[..., Cluster]
 Run = Callable[..., RestartOutcome]
@@ -651,9 +658,8 @@ def test_abandon_records_the_failure_and_releases_the_lock(aws: LocalAws, seed: 
 def test_restarts_wait_out_real_instance_transitions(body: dict[str, Any]) -> None:
     """Instances really pass through stopping/stopped/pending/running and boot for minutes;
     the poll loops wait them out and the recorded downtime covers them."""
-    from tests.conftest import read_outcome
-
     from restarter_local.fleet import ClusterSpec, seed_cluster
+    from tests.integration.harness import read_outcome
 
     with LocalAws(time_scale=1200, realistic=True) as engine:
         assert engine.deps is not None

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.conftest import RestartOutcome, load_event, read_outcome
 
 from restarter.domain.models import Cluster, RestartRecord
 from restarter.services.ended_executions import conclude_ended_execution
 from restarter.services.restart_api import cancel_restart
 from restarter.services.restart_intake import accept_restart
 from restarter_local.engine import LocalAws
+from tests.conftest import load_event
+from tests.integration.harness import RestartOutcome, read_outcome
 
 Seed = Callable[..., Cluster]
 Run = Callable[..., RestartOutcome]

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from tests.conftest import EVENTS, REPO, explain_restarts
 
 from restarter.domain.errors import NotFoundError, RequestValidationError
 from restarter.domain.models import Cluster, ContainerSpec, format_time
@@ -48,6 +47,8 @@ from restarter.services.rollouts import (
     use_rollout_dependencies,
 )
 from restarter_local.engine import FunctionSpec, LocalAws, _empty_zip
+from tests.conftest import EVENTS, REPO
+from tests.integration.harness import explain_restarts
 
 Seed = Callable[..., Cluster]
 

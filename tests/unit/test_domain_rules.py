@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from tests.conftest import SHARED_DATA
 
 from restarter.domain.errors import RequestValidationError
 from restarter.domain.health import evaluate_health_report
@@ -13,6 +12,7 @@ from restarter.domain.inventory import InstanceTypeInfo
 from restarter.domain.models import PortMapping, RestartRequest, RestartTarget
 from restarter.domain.planning import estimate_completion, plan_phases, poll_delay, progress_at
 from restarter.domain.rules import choose_instance_type
+from tests.conftest import SHARED_DATA
 
 
 def test_the_seeds_example_is_step_two_of_eight_at_25_percent() -> None:

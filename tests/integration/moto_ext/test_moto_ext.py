@@ -32,7 +32,7 @@ AMI = "ami-12c6146b"  # one of moto's default AMIs
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 PORTS = [{"internal_port": 8080, "external_port": 80, "protocol": "tcp"}]
 IMAGE = "nvcr.io/nvidia/pytorch:24.01-py3"
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 # -- fixtures and helpers -----------------------------------------------------------------------

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
-from tests import seed_clients
-from tests.conftest import load_event
 
 from restarter_local import server as server_module
 from restarter_local.fleet_file import FleetFile, FleetFileError, apply_faults, default_fleet_path, load_fleet
 from restarter_local.moto_ext import SimulatedAgentState
 from restarter_local.server import LocalServer, ServerError, main_serve
+from tests import seed_clients
+from tests.conftest import load_event
 
 TIME_SCALE = 600.0
 # the IPv4 wildcard address, which the server must refuse (spelled out so no linter mistakes it for a bind)

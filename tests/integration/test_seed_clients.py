@@ -7,12 +7,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from tests import seed_clients
-from tests.conftest import ApiClient
 
 from restarter.domain.models import Cluster
 from restarter_local.engine import LocalAws
 from restarter_local.gateway import RequestsAdapter
+from tests import seed_clients
+from tests.integration.harness import ApiClient
 
 Seed = Callable[..., Cluster]
 

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.conftest import load_event
 
 from restarter.domain.errors import RequestValidationError
 from restarter.domain.models import Cluster, RestartRecord
@@ -28,6 +27,7 @@ from restarter.services import queued_restarts
 from restarter.services.queued_restarts import QueuedMessage, QueuedMessageError
 from restarter.services.restart_intake import accept_restart
 from restarter_local.engine import LocalAws, LocalLambdaContext
+from tests.conftest import load_event
 
 Seed = Callable[..., Cluster]
 CONTEXT_NAME = "QueueRestartFunction"

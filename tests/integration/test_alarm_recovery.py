@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tests.conftest import EventCapture, load_event
 
 from restarter.adapters.recovery_store import DEFAULT_TABLE, TABLE_ENV, RecoveryStore, recovery_table_name
 from restarter.domain.errors import ConflictError
@@ -38,6 +37,8 @@ from restarter.handlers import alarm as alarm_handler
 from restarter.services.alarm_recovery import CLAIM_LEASE
 from restarter.services.restart_intake import accept_restart
 from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
+from tests.conftest import load_event
+from tests.integration.harness import EventCapture
 
 Seed = Callable[..., Cluster]
 

@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from tests.conftest import load_event
 
 from restarter.adapters.api_keys import ApiKeyStore
 from restarter.domain.auth import (
@@ -29,6 +28,7 @@ from restarter.handlers import authorizer
 from restarter.observability import logger
 from restarter.settings import get_settings
 from restarter_local.engine import LocalLambdaContext
+from tests.conftest import load_event
 
 TABLE = "restarter-api-keys"
 REGION = "us-east-1"

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from tests.conftest import ApiClient, explain_restarts, load_event
 
 from restarter.domain.models import Cluster
 from restarter.domain.schedules import ScheduleFiring, ScheduleRequest, check_schedule_expression, schedule_group
 from restarter.handlers.schedule import lambda_handler as schedule_handler
 from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
+from tests.conftest import load_event
+from tests.integration.harness import ApiClient, explain_restarts
 
 Seed = Callable[..., Cluster]
 
