@@ -38,9 +38,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
-    # the in-process server's Lambdas flush Powertools' metric buffer (EMF JSON lines) to stdout
-    out = "".join(line for line in captured.out.splitlines(keepends=True) if not line.startswith('{"_aws"'))
-    return code, out, captured.err
+    return code, captured.out, captured.err
 
 
 def api_args(server: LocalServer) -> list[str]:
@@ -51,6 +49,17 @@ def test_clusters_lists_the_fleet_as_json(server: LocalServer, capsys: pytest.Ca
     code, out, _ = run(capsys, "clusters", *api_args(server), "--json")
     assert code == 0
     assert [c["id"] for c in json.loads(out)] == ["cluster_abc123", "cluster_bad001"]
+
+
+def test_json_output_is_only_json_when_the_lambdas_print_metrics(
+    server: LocalServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the in-process Lambdas print Powertools' EMF metric lines (their log stream): on stderr
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    code, out, err = run(capsys, "restart", "cluster_abc123", *api_args(server), "--json", "--wait")
+    assert code == 0
+    assert json.loads(out)["status"] == "ready"
+    assert '{"_aws"' in err
 
 
 def test_clusters_prints_a_table(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> None:
