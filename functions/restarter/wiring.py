@@ -16,24 +16,28 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from restarter.adapters.alarms import AlarmTags
-from restarter.adapters.api_keys import ApiKeyStore
-from restarter.adapters.clients import AUTHORIZER_CLIENT_CONFIG, AwsClients
-from restarter.adapters.clock import Clock, SystemClock
-from restarter.adapters.ec2_provider import Ec2Provider
-from restarter.adapters.events import EventPublisher
-from restarter.adapters.idempotency import IdempotencyTable
-from restarter.adapters.provider import Provider
-from restarter.adapters.queues import MessageVisibility
-from restarter.adapters.recovery_store import RecoveryStore
-from restarter.adapters.rollout_store import RolloutStore
-from restarter.adapters.scheduler import ScheduleGateway
-from restarter.adapters.stepfunctions import ExecutionStarter
-from restarter.adapters.store import AuditLog, ClusterLock, ClusterStore, RestartStore
 from restarter.domain.errors import RestarterError
-from restarter.settings import Settings, get_settings
+from restarter.settings import get_settings
+
+# The adapters are imported by the builders that use them: a function's cold start imports
+# only the adapters (and their domain models) of the sets it builds.
+if TYPE_CHECKING:
+    from restarter.adapters.alarms import AlarmTags
+    from restarter.adapters.api_keys import ApiKeyStore
+    from restarter.adapters.clients import AwsClients
+    from restarter.adapters.clock import Clock
+    from restarter.adapters.events import EventPublisher
+    from restarter.adapters.idempotency import IdempotencyTable
+    from restarter.adapters.provider import Provider
+    from restarter.adapters.queues import MessageVisibility
+    from restarter.adapters.recovery_store import RecoveryStore
+    from restarter.adapters.rollout_store import RolloutStore
+    from restarter.adapters.scheduler import ScheduleGateway
+    from restarter.adapters.stepfunctions import ExecutionStarter
+    from restarter.adapters.store import AuditLog, ClusterLock, ClusterStore, RestartStore
+    from restarter.settings import Settings
 
 T = TypeVar("T")
 
@@ -86,6 +90,13 @@ def build_dependencies(
 ) -> Dependencies:
     """`clients`: the embedded AWS passes its process-wide ones (a new session per test would load
     every service model again); a Lambda container makes its own."""
+    from restarter.adapters.clients import AwsClients
+    from restarter.adapters.clock import SystemClock
+    from restarter.adapters.ec2_provider import Ec2Provider
+    from restarter.adapters.events import EventPublisher
+    from restarter.adapters.stepfunctions import ExecutionStarter
+    from restarter.adapters.store import AuditLog, ClusterLock, ClusterStore, RestartStore
+
     clients = clients or AwsClients(settings.region)
     dynamodb = clients.dynamodb()
     return Dependencies(
@@ -107,6 +118,8 @@ def build_dependencies(
 
 
 def _clients(deps: Dependencies) -> AwsClients:
+    from restarter.adapters.clients import AwsClients
+
     return deps.clients or AwsClients(deps.settings.region)
 
 
@@ -114,6 +127,9 @@ def build_rollout_dependencies(
     deps: Dependencies, *, table: str | None = None, state_machine_arn: str | None = None
 ) -> RolloutDependencies:
     """Around `deps`; the table and state machine are the settings' unless given."""
+    from restarter.adapters.rollout_store import RolloutStore
+    from restarter.adapters.stepfunctions import ExecutionStarter
+
     clients = _clients(deps)
     arn = state_machine_arn or deps.settings.rollout_state_machine_arn
     return RolloutDependencies(
@@ -124,6 +140,9 @@ def build_rollout_dependencies(
 
 
 def build_alarm_recovery(deps: Dependencies) -> AlarmRecoveryDependencies:
+    from restarter.adapters.alarms import AlarmTags
+    from restarter.adapters.recovery_store import RecoveryStore
+
     clients = _clients(deps)
     return AlarmRecoveryDependencies(
         deps=deps,
@@ -133,6 +152,9 @@ def build_alarm_recovery(deps: Dependencies) -> AlarmRecoveryDependencies:
 
 
 def build_queue_dependencies(deps: Dependencies, rollouts: RolloutDependencies | None = None) -> QueueDependencies:
+    from restarter.adapters.idempotency import IdempotencyTable
+    from restarter.adapters.queues import MessageVisibility
+
     clients = _clients(deps)
     return QueueDependencies(
         deps=deps,
@@ -144,6 +166,8 @@ def build_queue_dependencies(deps: Dependencies, rollouts: RolloutDependencies |
 
 def build_schedule_gateway(deps: Dependencies) -> ScheduleGateway:
     """Raises `RestarterError` when the function has no schedule target (only the Api function has)."""
+    from restarter.adapters.scheduler import ScheduleGateway
+
     settings = deps.settings
     if not settings.schedule_target_arn or not settings.scheduler_role_arn:
         raise RestarterError(
@@ -159,6 +183,9 @@ def build_schedule_gateway(deps: Dependencies) -> ScheduleGateway:
 
 def build_api_key_store(settings: Settings) -> ApiKeyStore:
     """The authorizer's store, on a client of its own that fails fast (see AUTHORIZER_CLIENT_CONFIG)."""
+    from restarter.adapters.api_keys import ApiKeyStore
+    from restarter.adapters.clients import AUTHORIZER_CLIENT_CONFIG, AwsClients
+
     return ApiKeyStore(AwsClients(settings.region).dynamodb(AUTHORIZER_CLIENT_CONFIG), settings.api_keys_table)
 
 

@@ -45,6 +45,10 @@ class LazyClient:
         self._client: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def made(self) -> bool:
+        return self._client is not None
+
     def __getattr__(self, name: str) -> Any:
         if self._client is None:
             with self._lock:
@@ -74,6 +78,11 @@ class AwsClients:
 
         with self._lock:
             return self._clients.setdefault((service, id(config)), LazyClient(make))
+
+    def made(self) -> list[str]:
+        """The services whose client exists by now: what this container has paid for."""
+        with self._lock:
+            return sorted({service for (service, _), client in self._clients.items() if client.made})
 
     def dynamodb(self, config: Config = SERVICE_CLIENT_CONFIG) -> DynamoDBClient:
         return cast("DynamoDBClient", self._client("dynamodb", config))
