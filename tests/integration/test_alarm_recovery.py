@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from restarter.adapters.recovery_store import DEFAULT_TABLE, TABLE_ENV, RecoveryStore, recovery_table_name
+from restarter import wiring
+from restarter.adapters.recovery_store import RecoveryStore
 from restarter.domain.errors import ConflictError
 from restarter.domain.models import Cluster, ClusterSnapshot, ContainerSpec, RestartRecord, format_time
 from restarter.domain.recovery import (
@@ -36,6 +37,7 @@ from restarter.domain.recovery import (
 from restarter.handlers import alarm as alarm_handler
 from restarter.services.alarm_recovery import CLAIM_LEASE
 from restarter.services.restart_intake import accept_restart
+from restarter.settings import Settings
 from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
 from tests.conftest import load_event
 from tests.integration.harness import EventCapture
@@ -44,6 +46,8 @@ Seed = Callable[..., Cluster]
 
 INSTANCE_ID = "i-12345678901234567"  # the instance of events/alarm_state_change_instance.json
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+TABLE_ENV = "RECOVERY_TABLE"  # the AlarmRecoveryFunction's variable
+DEFAULT_TABLE = "restarter-recovery"
 
 
 # ================================================================ pure rules
@@ -233,9 +237,9 @@ def test_given_state_pairs_when_checking_the_transition_then_only_into_alarm_act
 
 
 def test_given_the_environment_when_naming_the_recovery_table_then_env_or_default() -> None:
-    assert recovery_table_name({}) == DEFAULT_TABLE == "restarter-recovery"
-    assert recovery_table_name({TABLE_ENV: " "}) == DEFAULT_TABLE
-    assert recovery_table_name({TABLE_ENV: "prod-recovery"}) == "prod-recovery"
+    assert Settings.from_environment({}).recovery_table == DEFAULT_TABLE == "restarter-recovery"
+    assert Settings.from_environment({TABLE_ENV: " "}).recovery_table == DEFAULT_TABLE
+    assert Settings.from_environment({TABLE_ENV: "prod-recovery"}).recovery_table == "prod-recovery"
 
 
 # ================================================================ AlarmRecoveryFunction end to end
@@ -260,9 +264,9 @@ def recovery(aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recover
             ],
             BillingMode="PAY_PER_REQUEST",
         )
-    alarm_handler.use_alarm_recovery(None)
+    wiring.use_alarm_recovery(None)
     yield RecoveryStore(dynamodb, name)
-    alarm_handler.use_alarm_recovery(None)
+    wiring.use_alarm_recovery(None)
 
 
 def event(name: str = "alarm_state_change_instance.json", *, event_id: str | None = None, **detail: Any) -> Any:

@@ -13,7 +13,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from restarter import wiring
 from restarter.adapters.api_keys import ApiKeyStore
+from restarter.adapters.authorizer_context import principal_from_authorizer_context
 from restarter.domain.auth import (
     ForbiddenError,
     Principal,
@@ -66,9 +68,9 @@ def dynamodb() -> Iterator[Any]:
 def store(dynamodb: Any) -> Iterator[ApiKeyStore]:
     keys = ApiKeyStore(dynamodb, TABLE)
     keys.put_known_key(GOOD_KEY, "tenant_acme", ["read", "restart"], "ci pipeline", now=NOW)
-    authorizer.use_api_key_store(keys)
+    wiring.use_api_key_store(keys)
     yield keys
-    authorizer.use_api_key_store(None)
+    wiring.use_api_key_store(None)
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ def test_given_a_valid_key_when_authorizing_then_allows_the_whole_stage_with_ten
     }
     assert result["context"] == {"tenant_id": "tenant_acme", "key_id": "0123abcd", "scopes": "read,restart"}
     assert all(isinstance(v, str | int | bool) for v in result["context"].values())
-    assert Principal.from_authorizer_context(result["context"]) == Principal(
+    assert principal_from_authorizer_context(result["context"]) == Principal(
         key_id="0123abcd", tenant_id="tenant_acme", scopes=frozenset({"read", "restart"})
     )
 
@@ -126,7 +128,7 @@ def test_given_a_read_only_key_when_authorizing_then_the_context_carries_only_re
 
     result = authorizer.lambda_handler(_event(f"Bearer {key}"), CONTEXT)
 
-    principal = Principal.from_authorizer_context(result["context"])
+    principal = principal_from_authorizer_context(result["context"])
     assert result["context"]["scopes"] == "read"
     assert result["context"]["tenant_id"] == "tenant_globex"
     assert result["principalId"] == principal.key_id
@@ -172,12 +174,12 @@ def test_given_a_disabled_key_when_authorizing_then_raises_unauthorized(store: A
 def test_given_the_key_table_is_unreachable_when_authorizing_then_fails_with_an_error_not_a_401(
     dynamodb: Any,
 ) -> None:
-    authorizer.use_api_key_store(ApiKeyStore(dynamodb, "no-such-table"))
+    wiring.use_api_key_store(ApiKeyStore(dynamodb, "no-such-table"))
     try:
         with pytest.raises(ProviderError) as raised:
             authorizer.lambda_handler(load_event("authorizer_token.json"), CONTEXT)
     finally:
-        authorizer.use_api_key_store(None)
+        wiring.use_api_key_store(None)
     assert raised.value.details["aws_error_code"] == "ResourceNotFoundException"
 
 
@@ -188,13 +190,12 @@ def test_given_no_installed_store_when_authorizing_then_one_is_built_from_settin
     ApiKeyStore(dynamodb, "restarter-api-keys-from-env").put_known_key(GOOD_KEY, "tenant_env", ["read"])
     monkeypatch.setenv("API_KEYS_TABLE", "restarter-api-keys-from-env")
     get_settings.cache_clear()
-    authorizer._default_store.cache_clear()
-    authorizer.use_api_key_store(None)
+    wiring.use_api_key_store(None)
     try:
         result = authorizer.lambda_handler(load_event("authorizer_token.json"), CONTEXT)
-        assert authorizer.get_api_key_store() is authorizer.get_api_key_store()
+        assert wiring.get_api_key_store() is wiring.get_api_key_store()
     finally:
-        authorizer._default_store.cache_clear()
+        wiring.use_api_key_store(None)
         get_settings.cache_clear()
     assert result["context"]["tenant_id"] == "tenant_env"
 
@@ -324,6 +325,6 @@ def test_given_a_principal_without_a_scope_when_requiring_it_then_forbidden_403(
 
 def test_given_an_incomplete_authorizer_context_when_reading_the_principal_then_unauthorized_401() -> None:
     with pytest.raises(UnauthorizedError) as raised:
-        Principal.from_authorizer_context({"principalId": "0123abcd", "tenant_id": "t"})
+        principal_from_authorizer_context({"principalId": "0123abcd", "tenant_id": "t"})
 
     assert (raised.value.code, raised.value.http_status) == ("UNAUTHORIZED", 401)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from restarter import wiring
 from restarter.domain.errors import RequestValidationError
 from restarter.domain.models import Cluster, RestartRecord
 from restarter.domain.queue_messages import (
@@ -20,9 +21,9 @@ from restarter.domain.queue_messages import (
     RolloutMessage,
     parse_queue_message,
     priority_rank,
-    queue_name_from_arn,
 )
 from restarter.handlers import queue
+from restarter.handlers.queue import queue_name_from_arn
 from restarter.services import queued_restarts
 from restarter.services.queued_restarts import QueuedMessage, QueuedMessageError
 from restarter.services.restart_intake import accept_restart
@@ -400,7 +401,7 @@ def test_given_a_rollout_message_with_an_unknown_cluster_then_the_error_is_perma
         receipt_handle="AQEBx",
     )
     with pytest.raises(QueuedMessageError) as caught:
-        queued_restarts.process_message(aws.deps, message)
+        queued_restarts.process_message(wiring.get_queue_dependencies(), message)
     assert caught.value.permanent is True and caught.value.code == "NOT_FOUND"
 
 

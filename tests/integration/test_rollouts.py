@@ -39,13 +39,8 @@ from restarter.domain.rollouts import (
 )
 from restarter.handlers.rollout_step import RolloutStepEvent
 from restarter.services import rollouts as rollout_service
-from restarter.services.rollouts import (
-    RolloutDependencies,
-    build_rollout_dependencies,
-    create_rollout,
-    resume_rollout,
-    use_rollout_dependencies,
-)
+from restarter.services.rollouts import create_rollout, resume_rollout
+from restarter.wiring import RolloutDependencies, build_rollout_dependencies, use_rollout_dependencies
 from restarter_local.engine import FunctionSpec, LocalAws, _empty_zip
 from tests.conftest import EVENTS, REPO
 from tests.integration.harness import explain_restarts
@@ -227,7 +222,7 @@ def provision_rollouts(aws: LocalAws) -> RolloutDependencies:
             KeySchema=[{"AttributeName": "rollout_id", "KeyType": "HASH"}],
             BillingMode="PAY_PER_REQUEST",
         )
-    return build_rollout_dependencies(aws.deps, {"ROLLOUTS_TABLE": table, "ROLLOUT_STATE_MACHINE_ARN": machine_arn})
+    return build_rollout_dependencies(aws.deps, table=table, state_machine_arn=machine_arn)
 
 
 @pytest.fixture
