@@ -1,5 +1,5 @@
 """Use cases behind the REST API: read clusters and restarts of a tenant, restart, cancel, wait,
-start a rollout once per idempotency key.
+start a rollout once per idempotency key, delete a schedule.
 
 A tenant sees only its own clusters and restarts; anything else is `NOT_FOUND`, exactly like
 something that does not exist, so that ids of other tenants cannot be probed.
@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from restarter.adapters.scheduler import ScheduleGateway
 from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundError
 from restarter.domain.inventory import InstanceView
 from restarter.domain.models import Cluster, RestartRecord, RestartRequest, RestartTarget, format_time
 from restarter.domain.rollouts import RolloutRecord, RolloutSpec, rollout_id_for_key
-from restarter.services import rollouts
+from restarter.domain.schedules import ScheduleView
+from restarter.services import rollouts, schedules
 from restarter.services.ended_executions import conclude_if_execution_ended
 from restarter.services.restart_intake import accept_restart, load_cluster
 from restarter.wiring import Dependencies, RolloutDependencies
@@ -337,3 +339,12 @@ def start_rollout(
             {"header": "Idempotency-Key", "rollout_id": record.rollout_id},
         )
     return record, created
+
+
+def delete_schedule(
+    deps: Dependencies, gateway: ScheduleGateway, tenant_id: str, name: str, requested_by: str
+) -> ScheduleView:
+    """Delete the tenant's schedule and answer what it was (`NOT_FOUND` before anything changes)."""
+    view = schedules.get_schedule(gateway, tenant_id, name)
+    schedules.delete_schedule(deps, gateway, tenant_id, name, requested_by)
+    return view

@@ -18,7 +18,7 @@ from restarter.handlers.api.models import (
 )
 from restarter.handlers.api.openapi import documented
 from restarter.handlers.api.route_table import DeclaredRouter
-from restarter.services import schedules
+from restarter.services import restart_api, schedules
 
 router = DeclaredRouter()
 
@@ -74,6 +74,4 @@ def get_schedule(
 def delete_schedule(
     name: Annotated[str, Path(pattern=SCHEDULE_NAME_PATTERN)], who: Restarter, deps: Adapters, gateway: Schedules
 ) -> Response[str]:
-    view = schedules.get_schedule(gateway, who.tenant_id, name)  # the answer shows what was deleted
-    schedules.delete_schedule(deps, gateway, who.tenant_id, name, who.requested_by)
-    return ok(view, who.request_id)
+    return ok(restart_api.delete_schedule(deps, gateway, who.tenant_id, name, who.requested_by), who.request_id)
