@@ -252,13 +252,6 @@ def _complete(at: str) -> Callable[[RolloutRecord], None]:
 # ---------------------------------------------------------------- the state machine's steps
 
 
-def _load(rd: RolloutDependencies, rollout_id: str) -> RolloutRecord:
-    stored = rd.store.get(rollout_id)
-    if stored is None:
-        raise NotFoundError("Rollout not found", {"rollout_id": rollout_id})
-    return stored[0]
-
-
 def _output(item: ItemResult, wait_seconds: int = 0) -> dict[str, Any]:
     return {
         "status": item.status,
@@ -271,7 +264,7 @@ def _output(item: ItemResult, wait_seconds: int = 0) -> dict[str, Any]:
 def start_item(rd: RolloutDependencies, rollout_id: str, cluster_id: str) -> dict[str, Any]:
     """Claim the item and start its restart, or skip it (threshold reached, window closed)."""
     deps = rd.deps
-    current = _load(rd, rollout_id).result(cluster_id)
+    current = get_rollout(rd, rollout_id).result(cluster_id)
     if current.finished:
         return _output(current)  # already decided (a resumed rollout passes no succeeded item)
     if current.status == "running" and current.restart_id:
