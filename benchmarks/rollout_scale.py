@@ -29,8 +29,9 @@ from restarter.domain.rollouts import RolloutSpec  # noqa: E402
 from restarter.observability import logger, metrics  # noqa: E402
 from restarter.services.rollouts import create_rollout  # noqa: E402
 from restarter.wiring import build_rollout_dependencies, use_rollout_dependencies  # noqa: E402
-from restarter_local.engine import FunctionRegistry, LocalAws  # noqa: E402
+from restarter_local.engine import LocalAws  # noqa: E402
 from restarter_local.fleet import ClusterSpec, seed_cluster  # noqa: E402
+from restarter_local.lambdas import FunctionRegistry  # noqa: E402
 
 ROLLOUT_ID = "rol_bench_scale"
 ITEM_ENDS = ("finish_item", "fail_item")

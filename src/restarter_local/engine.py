@@ -4,215 +4,51 @@
 from its ASL file), makes moto's Lambda run our handlers in-process, scales Step Functions
 waits and retry backoff by `time_scale`, and installs a clock that runs at the same scale, so
 that deadlines, waits and recorded durations agree with each other.
+
+Its parts live beside it: the clock in `clock`, the template reading in `template`, the
+in-process Lambda dispatch in `lambdas`, the account and region in `account`.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import io
 import json
 import os
 import threading
 import time
-import uuid
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from importlib import import_module
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
-import yaml
 from moto import mock_aws
 
 from restarter.adapters.clients import AwsClients
 from restarter.adapters.scheduler import fill_context_attributes
 from restarter.settings import Settings
 from restarter.wiring import Dependencies, build_dependencies, use_api_key_store, use_dependencies
-from restarter_local.lambda_output import lambda_stdout_to_stderr
+from restarter_local.account import REGION
+from restarter_local.clock import ScaledClock
+from restarter_local.lambdas import FunctionRegistry
 from restarter_local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions, set_active_engine
-from restarter_local.resources import project_file, template_path
-
-TEMPLATE = template_path()
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-
-
-class ScaledClock:
-    """Simulated time for the embedded AWS, per restart.
-
-    Real time runs at its own pace; each restart's execution also moves its own clock forward
-    by the full length of every Wait state and retry backoff it goes through, while it sleeps
-    only `1/scale` of it. So durations, deadlines and timeouts come out the same whatever the
-    machine's load, and concurrent restarts do not add up each other's waits. Code that runs
-    for a restart (the step Lambda) reads that restart's clock; anything else reads the
-    frontier, the furthest any restart has got.
-    """
-
-    def __init__(self, scale: float, origin: datetime | None = None) -> None:
-        """`origin`: the simulated time at the start (default now), e.g. a sample event's firing time."""
-        self.scale = scale
-        self._origin = origin or datetime.now(UTC)
-        self._start = time.monotonic()
-        self._offsets: dict[str, float] = {}
-        self._frontier = 0.0
-        self._bound = threading.local()
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        key = getattr(self._bound, "key", None)
-        with self._lock:
-            offset = self._offset(key)
-        if key is None and getattr(self._bound, "in_invocation", False) and self._bound.first_seen is None:
-            self._bound.first_seen = offset
-        return self._origin + timedelta(seconds=time.monotonic() - self._start + offset)
-
-    @contextmanager
-    def invocation(self) -> Iterator[None]:
-        """One Lambda invocation inside an execution: remember the first time it reads."""
-        self._bound.in_invocation, self._bound.first_seen = True, None
-        try:
-            yield
-        finally:
-            self._bound.in_invocation, self._bound.first_seen = False, None
-
-    def _offset(self, key: str | None) -> float:
-        """A restart's own offset; a new restart starts at the frontier, which is also what
-        everything outside a restart reads, so time never runs backwards for an observer."""
-        if key is None:
-            return self._frontier
-        return self._offsets.setdefault(key, self._frontier)
-
-    def begin(self, key: str) -> None:
-        """Start `key`'s clock when its starter first read the time in this invocation (the
-        intake computes the restart's deadline from it): on a busy machine the frontier moves
-        on between that read and StartExecution, and the restart must not start past its deadline."""
-        bound = getattr(self._bound, "key", None)
-        with self._lock:
-            seen = getattr(self._bound, "first_seen", None) if bound is None else None  # only inside an invocation
-            self._offsets.setdefault(key, self._offset(bound) if seen is None else seen)
-
-    def advance(self, key: str | None, seconds: float) -> None:
-        if key and seconds > 0:
-            with self._lock:
-                self._offsets[key] = self._offset(key) + seconds
-                self._frontier = max(self._frontier, self._offsets[key])
-
-    def sleep(self, key: str | None, seconds: float) -> None:
-        """Spend `seconds` of simulated time: sleep 1/scale of it, count all of it."""
-        real = max(0.0, seconds) / self.scale
-        time.sleep(real)
-        self.advance(key, seconds - real)
-
-    @contextmanager
-    def bound_to(self, key: str | None) -> Iterator[None]:
-        previous = getattr(self._bound, "key", None)
-        self._bound.key = key
-        try:
-            yield
-        finally:
-            self._bound.key = previous
-
-
-# ------------------------------------------------------------------ template reading
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """Reads CloudFormation short-form tags (!Ref, !Sub, ...) as plain values."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {f"Fn::{suffix}" if suffix != "Ref" else "Ref": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    """The template as plain data, a copy of its own for each caller (the pure-Python YAML
-    reader takes ~0.3 s on this template, so each file is read once per process)."""
-    return copy.deepcopy(_read_template(path.resolve(), path.stat().st_mtime_ns))
-
-
-@functools.cache
-def _read_template(path: Path, modified_ns: int) -> dict[str, Any]:
-    with path.open() as handle:
-        return dict(yaml.load(handle, Loader=_CfnLoader))
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    logical_id: str
-    handler: str
-
-
-def function_specs(template: dict[str, Any]) -> dict[str, FunctionSpec]:
-    return {
-        logical_id: FunctionSpec(logical_id, resource["Properties"]["Handler"])
-        for logical_id, resource in template["Resources"].items()
-        if resource["Type"] == "AWS::Serverless::Function"
-    }
-
-
-# ------------------------------------------------------------------ Lambda inside Step Functions
-
-
-class LocalLambdaContext:
-    def __init__(self, function_name: str) -> None:
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{function_name}"
-        self.memory_limit_in_mb = 256
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = "local"
-        self._deadline = time.monotonic() + 120
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-class FunctionRegistry:
-    """Dispatches moto's Lambda invocations to our handlers, by function name or ARN."""
-
-    def __init__(self, specs: dict[str, FunctionSpec]) -> None:
-        self.specs = specs
-        self.invocations: list[tuple[str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-
-    def handler_for(self, function_name: str) -> Any:
-        name = function_name.split(":function:")[-1].split(":")[0]
-        spec = self.specs[name]
-        module_name, _, attribute = spec.handler.rpartition(".")
-        return name, getattr(import_module(module_name), attribute)
-
-    def invoke(self, function_name: str, event: Any) -> tuple[Any, bool]:
-        """Run the handler; returns (result, errored) like Lambda's Unhandled function error."""
-        name, handler = self.handler_for(function_name)
-        with self._lock:
-            self.invocations.append((name, event))
-        try:
-            with lambda_stdout_to_stderr():  # what the function prints is its log, not our output
-                return handler(event, LocalLambdaContext(name)), False
-        except Exception as exc:  # the Lambda runtime reports any exception the same way
-            return {"errorType": type(exc).__name__, "errorMessage": str(exc)}, True
-
+from restarter_local.resources import project_file
+from restarter_local.template import TEMPLATE, function_specs, load_template, resolve_intrinsic
 
 _default_image_id: str | None = None
 _CLIENTS: dict[str, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 # The in-process Lambdas' clients, shared by every engine of the process like `_CLIENTS`.
 _LAMBDA_CLIENTS = AwsClients(REGION)
+_default_session_checked = threading.Event()
+
+
+def _default_session_after_moto() -> None:
+    """Once per process, a new boto3 default session: one made before moto was imported (an
+    import that called boto3) would not carry moto's interception, and nothing would reset it."""
+    if not _default_session_checked.is_set():
+        boto3.setup_default_session()
+        _default_session_checked.set()
 
 
 # ------------------------------------------------------------------ the engine
@@ -272,10 +108,15 @@ class LocalAws:
             config={
                 "stepfunctions": {"execute_state_machine": True},
                 "lambda": {"use_docker": False},
-                "core": {"reset_boto3_session": True},
+                # boto3's default session (what moto's Step Functions makes a Lambda client from,
+                # for every task) lives as long as the process: a new one per engine would load
+                # the endpoint rules and service models again; `_default_session_after_moto`
+                # makes sure moto intercepts it
+                "core": {"reset_boto3_session": False},
             }
         )
         self._mock.start()
+        _default_session_after_moto()
         install_extensions(self.agent)
         set_active_engine(self.registry, self.clock)
         self.settings = self._provision()
@@ -391,7 +232,7 @@ class LocalAws:
             definition = project_file(machine["DefinitionUri"]).read_text()
             # as CloudFormation does: text first (a numeric value sits unquoted), then parsed
             for key, value in machine.get("DefinitionSubstitutions", {}).items():
-                definition = definition.replace("${" + key + "}", _resolve(value, names, arns) or "")
+                definition = definition.replace("${" + key + "}", resolve_intrinsic(value, names, arns) or "")
             names[logical_id] = sfn.create_state_machine(
                 name=f"restarter-local-{logical_id}", definition=definition, roleArn=role_arn
             )["stateMachineArn"]
@@ -404,7 +245,7 @@ class LocalAws:
             if resource["Type"] == "AWS::Serverless::Function":
                 variables.update(resource["Properties"].get("Environment", {}).get("Variables", {}))
         for key, value in variables.items():
-            resolved = _resolve(value, names, arns)
+            resolved = resolve_intrinsic(value, names, arns)
             if resolved is not None:
                 env[key] = resolved
         self.environment = env
@@ -480,18 +321,6 @@ class LocalAws:
             if not page.get("nextToken"):
                 return events
             kwargs["nextToken"] = page["nextToken"]
-
-
-def _resolve(value: Any, names: dict[str, str], arns: dict[str, str]) -> str | None:
-    """An environment value as CloudFormation would give it: `!Ref` (the name, URL or ARN we
-    made), `!GetAtt X.Arn`, or a literal; None for what the local runtime does not make."""
-    if isinstance(value, dict) and "Ref" in value:
-        return names.get(value["Ref"])
-    if isinstance(value, dict) and "Fn::GetAtt" in value:
-        target = value["Fn::GetAtt"]
-        logical_id, _, attribute = (target if isinstance(target, str) else ".".join(target)).partition(".")
-        return arns.get(logical_id) if attribute == "Arn" else None
-    return str(value)
 
 
 def _empty_zip() -> bytes:

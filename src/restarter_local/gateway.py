@@ -19,7 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 from requests.adapters import BaseAdapter
 
-from restarter_local.engine import ACCOUNT, REGION, LocalAws
+from restarter_local.account import ACCOUNT, REGION
+from restarter_local.engine import LocalAws
 
 PUBLIC_PATHS = frozenset({"/v1/openapi.json", "/v1/docs"})
 API_ID = "local0api1"

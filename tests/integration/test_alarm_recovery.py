@@ -38,7 +38,9 @@ from restarter.handlers import alarm as alarm_handler
 from restarter.services.alarm_recovery import CLAIM_LEASE
 from restarter.services.restart_intake import accept_restart
 from restarter.settings import Settings
-from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
+from restarter_local.engine import LocalAws
+from restarter_local.lambdas import LocalLambdaContext
+from restarter_local.template import load_template
 from tests.conftest import load_event
 from tests.integration.harness import EventCapture
 

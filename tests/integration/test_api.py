@@ -868,7 +868,7 @@ def test_the_openapi_document_shows_the_errors_the_api_really_answers(api: ApiCl
 
 def test_the_api_function_answers_the_sample_proxy_events(aws: LocalAws, seed: Seed) -> None:
     from restarter.handlers.api.app import lambda_handler
-    from restarter_local.engine import LocalLambdaContext
+    from restarter_local.lambdas import LocalLambdaContext
 
     seed()
     context = LocalLambdaContext("ApiFunction")
@@ -887,7 +887,7 @@ def test_the_api_function_answers_the_seeds_configuration_update_proxy_event(aws
     example arrives as a proxy event, then the restart runs, and the answer says that the CPU and
     memory minimums are already met and the instance type stays (instead of silently nothing)."""
     from restarter.handlers.api.app import lambda_handler
-    from restarter_local.engine import LocalLambdaContext
+    from restarter_local.lambdas import LocalLambdaContext
 
     seed()
 
@@ -911,7 +911,7 @@ def test_the_api_function_answers_the_seeds_configuration_update_proxy_event(aws
 
 def test_the_api_function_answers_the_seeds_snapshot_restore_proxy_event(aws: LocalAws, seed: Seed) -> None:
     from restarter.handlers.api.app import lambda_handler
-    from restarter_local.engine import LocalLambdaContext
+    from restarter_local.lambdas import LocalLambdaContext
 
     seed(checkpoints=["snap_xyz789"])
 
@@ -928,7 +928,7 @@ def test_the_api_function_answers_the_cancel_proxy_event(aws: LocalAws, seed: Se
     """Given a restart waiting in starting_services, when the cancel event (a bodiless
     `curl -X POST`, its restart id set to the running one) arrives, then it is accepted (202)."""
     from restarter.handlers.api.app import lambda_handler
-    from restarter_local.engine import LocalLambdaContext
+    from restarter_local.lambdas import LocalLambdaContext
 
     cluster = seed()
     aws.agent.set_never_healthy(cluster.instance_ids[0])
@@ -951,7 +951,7 @@ def test_the_api_function_answers_the_cancel_proxy_event(aws: LocalAws, seed: Se
 def test_api_gateways_own_answers_use_the_stable_codes() -> None:
     """What API Gateway answers before the function runs (template.yaml `GatewayResponses`) is
     the same envelope, with the API's stable codes."""
-    from restarter_local.engine import load_template
+    from restarter_local.template import load_template
 
     responses = load_template()["Resources"]["RestarterApi"]["Properties"]["GatewayResponses"]
 

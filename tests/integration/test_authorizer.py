@@ -29,7 +29,7 @@ from restarter.domain.errors import ConflictError, ProviderError, RequestValidat
 from restarter.handlers import authorizer
 from restarter.observability import logger
 from restarter.settings import get_settings
-from restarter_local.engine import LocalLambdaContext
+from restarter_local.lambdas import LocalLambdaContext
 from tests.conftest import load_event
 
 TABLE = "restarter-api-keys"

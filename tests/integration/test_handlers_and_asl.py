@@ -12,7 +12,9 @@ from scripts.build_restart_asl import substitute, template_timeout_seconds
 from restarter.domain.models import Cluster
 from restarter.domain.planning import INTAKE_STEPS, PHASE_DESCRIPTIONS
 from restarter.handlers import restart_step, start_restart
-from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
+from restarter_local.engine import LocalAws
+from restarter_local.lambdas import LocalLambdaContext
+from restarter_local.template import load_template
 from tests.conftest import REPO, load_event
 
 START_CONTEXT = LocalLambdaContext("StartRestartFunction")

@@ -27,7 +27,8 @@ from restarter.handlers.queue import queue_name_from_arn
 from restarter.services import queued_restarts
 from restarter.services.queued_restarts import QueuedMessage, QueuedMessageError
 from restarter.services.restart_intake import accept_restart
-from restarter_local.engine import LocalAws, LocalLambdaContext
+from restarter_local.engine import LocalAws
+from restarter_local.lambdas import LocalLambdaContext
 from tests.conftest import load_event
 
 Seed = Callable[..., Cluster]

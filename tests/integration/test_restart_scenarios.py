@@ -621,7 +621,7 @@ def test_abandon_records_the_failure_and_releases_the_lock(aws: LocalAws, seed: 
     """If cleanup itself keeps failing, the last resort still frees the cluster."""
     from restarter.handlers.restart_step import lambda_handler
     from restarter.services.restart_intake import accept_restart
-    from restarter_local.engine import LocalLambdaContext
+    from restarter_local.lambdas import LocalLambdaContext
 
     assert aws.deps is not None
     cluster = seed()

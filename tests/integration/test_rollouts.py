@@ -41,7 +41,8 @@ from restarter.handlers.rollout_step import RolloutStepEvent
 from restarter.services import rollouts as rollout_service
 from restarter.services.rollouts import create_rollout, resume_rollout
 from restarter.wiring import RolloutDependencies, build_rollout_dependencies, use_rollout_dependencies
-from restarter_local.engine import FunctionSpec, LocalAws, _empty_zip
+from restarter_local.engine import LocalAws, _empty_zip
+from restarter_local.template import FunctionSpec
 from tests.conftest import EVENTS, REPO
 from tests.integration.harness import explain_restarts
 

@@ -17,7 +17,9 @@ from pydantic import ValidationError
 from restarter.domain.models import Cluster
 from restarter.domain.schedules import ScheduleFiring, ScheduleRequest, check_schedule_expression, schedule_group
 from restarter.handlers.schedule import lambda_handler as schedule_handler
-from restarter_local.engine import LocalAws, LocalLambdaContext, load_template
+from restarter_local.engine import LocalAws
+from restarter_local.lambdas import LocalLambdaContext
+from restarter_local.template import load_template
 from tests.conftest import load_event
 from tests.integration.harness import ApiClient, explain_restarts
 

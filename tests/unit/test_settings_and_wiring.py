@@ -13,7 +13,7 @@ from restarter import wiring
 from restarter.adapters.clock import SystemClock
 from restarter.domain.errors import RestarterError
 from restarter.settings import Settings, SettingsError
-from restarter_local.engine import load_template
+from restarter_local.template import load_template
 
 # read by Powertools itself, not by the settings
 POWERTOOLS_VARIABLES = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "LOG_LEVEL"}

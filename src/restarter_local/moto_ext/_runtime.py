@@ -10,7 +10,7 @@ from .state import SimulatedAgentState
 
 
 class LambdaDispatcher(Protocol):
-    """Runs a Lambda function's handler in-process (the engine's ``FunctionRegistry``)."""
+    """Runs a Lambda function's handler in-process (the engine's ``restarter_local.lambdas.FunctionRegistry``)."""
 
     def invoke(self, function_name: str, event: Any) -> tuple[Any, bool]:
         """(result, errored) like Lambda's Unhandled function error."""
@@ -18,7 +18,7 @@ class LambdaDispatcher(Protocol):
 
 
 class SimulatedClock(Protocol):
-    """The engine's ``ScaledClock``: simulated time per restart, ``scale`` times real time."""
+    """The engine's ``restarter_local.clock.ScaledClock``: simulated time per restart, ``scale`` times real time."""
 
     scale: float
 
