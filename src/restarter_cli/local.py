@@ -145,7 +145,7 @@ def run_fault(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from restarter_local.server import main_serve
+    from restarter_local.serve_command import main_serve
 
     return int(
         main_serve(args.host, args.port, Path(args.fleet) if args.fleet else None, args.time_scale, args.api_key)

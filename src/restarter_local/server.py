@@ -13,63 +13,40 @@ and refuses any host that is not a loopback address (127.0.0.0/8, ::1, `localhos
 The API function runs like one warm Lambda container: one request at a time (its resolver
 keeps the current request in module state). A `wait_for_ready` restart holds the API for at
 most the API's wait budget; the other requests wait their turn.
+
+Beside it: the HTTP reading and writing in `http_handler`, the local-only endpoints
+(`/local/faults`, `/local/schedules/{name}/fire`) in `local_control`, the `restarter serve`
+command (`main_serve`) in `serve_command`.
 """
 
 from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import logging
 import math
-import os
-import re
 import signal
-import socket
-import socketserver
 import sys
 import threading
-import warnings
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
-
-from botocore.exceptions import ClientError
-from pydantic import ValidationError
 
 from restarter.domain.auth import split_key
 from restarter.domain.models import Cluster
-from restarter.domain.schedules import schedule_group
 from restarter_local.engine import LocalAws
-from restarter_local.fleet_file import (
-    Fault,
-    FleetFile,
-    FleetFileError,
-    apply_fault,
-    instance_timings,
-    load_fleet,
-    seed_fleet,
-)
-from restarter_local.gateway import STAGE, GatewayResponse, LocalApiGateway
+from restarter_local.fleet_file import FleetFile, instance_timings, load_fleet, seed_fleet
+from restarter_local.gateway import GatewayResponse, LocalApiGateway
+from restarter_local.http_handler import API_PREFIX, LoopbackHttpServer, error_envelope
+from restarter_local.local_control import LocalControl
 
 DEFAULT_HOST = "127.0.0.1"
-FAULTS_PATH = "/local/faults"
-# moto stores schedules but never fires them: this fires one now, as Scheduler would.
-FIRE_SCHEDULE_PATH = re.compile(r"^/local/schedules/(?P<name>[0-9A-Za-z_.-]{1,64})/fire$")
 DEFAULT_PORT = 8080
 # Simulated seconds per real second: a 4-minute reboot takes 4 s, and the API's 25 s wait
 # budget covers a restart of up to 25 simulated minutes.
 DEFAULT_TIME_SCALE = 60.0
-API_PREFIX = "/v1"
 KEY_TENANT = "default"
 KEY_SCOPES = ("read", "restart")
-# API Gateway's payload limit; the API function itself refuses bodies over 64 KiB.
-MAX_BODY_BYTES = 10 * 1024 * 1024
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_HOP_BY_HOP = frozenset({"connection", "content-length", "keep-alive", "transfer-encoding"})
 
 
 class ServerError(Exception):
@@ -106,161 +83,6 @@ def check_api_key(api_key: str) -> str:
     return api_key
 
 
-# ------------------------------------------------------------------ HTTP
-
-
-def _envelope(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
-    error = {"code": code, "message": message, "details": details or {}}
-    return json.dumps({"success": False, "error": error}).encode()
-
-
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True  # a restarted server can take its port back from TIME_WAIT
-
-    def __init__(self, address: tuple[str, int], owner: LocalServer) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.owner = owner
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN (reverse DNS): not needed, and not local
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HttpServer
-    protocol_version = "HTTP/1.1"
-    server_version = "restarter-local"
-    timeout = 120  # idle keep-alive connections are closed after this many seconds
-
-    def do_GET(self) -> None:
-        self._forward()
-
-    def do_POST(self) -> None:
-        self._forward()
-
-    def do_PUT(self) -> None:
-        self._forward()
-
-    def do_PATCH(self) -> None:
-        self._forward()
-
-    def do_DELETE(self) -> None:
-        self._forward()
-
-    def do_OPTIONS(self) -> None:
-        self._forward()
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def _forward(self) -> None:
-        owner = self.server.owner
-        url = urlsplit(self.path)
-        path = unquote(url.path) or "/"
-        stage_prefix = f"/{STAGE}{API_PREFIX}"
-        if path == stage_prefix or path.startswith(stage_prefix + "/"):
-            path = path.removeprefix(f"/{STAGE}")
-        body = self._read_body()
-        if body is None:
-            return
-        headers: dict[str, str] = {}
-        for name, value in self.headers.items():
-            if name.lower() in _HOP_BY_HOP:
-                continue
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        query = parse_qs(url.query, keep_blank_values=True)
-        answer = owner.dispatch(
-            self.command, path, headers=headers, body=body.decode("utf-8", errors="replace") or None, query=query
-        )
-        if answer is None:
-            self.close_connection = True
-            body = _envelope("SERVICE_UNAVAILABLE", "The server is stopping")
-            self._send(503, {"Content-Type": "application/json"}, body)
-            return
-        self._send(answer.status, answer.headers, answer.body.encode())
-
-    def _read_body(self) -> bytes | None:
-        """The request body; None when an error answer was already sent."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            return self._read_chunked()
-        raw_length = self.headers.get("Content-Length")
-        try:
-            length = int(raw_length) if raw_length else 0
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.send_error(HTTPStatus.BAD_REQUEST, "Invalid Content-Length")
-            return None
-        if length > MAX_BODY_BYTES:
-            self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Request body too large")
-            return None
-        return self.rfile.read(length) if length else b""
-
-    def _read_chunked(self) -> bytes | None:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(1024).split(b";")[0].strip()
-            try:
-                size = int(line, 16)
-                if size < 0:
-                    raise ValueError(line)
-            except ValueError:
-                self.send_error(HTTPStatus.BAD_REQUEST, "Invalid chunked body")
-                return None
-            total += size
-            if total > MAX_BODY_BYTES:
-                self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Request body too large")
-                return None
-            if size == 0:
-                while self.rfile.readline(1024).strip():  # trailers
-                    pass
-                return b"".join(chunks)
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline(8)  # the CRLF after each chunk
-
-    def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            if name.lower() not in _HOP_BY_HOP:
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own refusals (bad request line, unsupported method, ...) in the API's envelope."""
-        self.close_connection = True
-        status, error_code = int(code), "VALIDATION_ERROR"
-        details: dict[str, Any] = {}
-        if status == HTTPStatus.NOT_IMPLEMENTED:  # a method http.server has no do_<METHOD> for
-            status, error_code = 405, "METHOD_NOT_ALLOWED"
-            message = f"{self.command} is not supported"
-            details = {"allowed": list(METHODS)}
-        elif status >= 500:
-            error_code = "INTERNAL"
-        body = _envelope(error_code, message or HTTPStatus(status).phrase, details)
-        self.send_response(status, message)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Connection", "close")
-        if self.command == "HEAD" or status < 200 or status in (204, 304):
-            self.end_headers()
-            return
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.owner.access_log:
-            sys.stderr.write(f"{self.address_string()} - [{self.log_date_time_string()}] {format % args}\n")
-
-
 # ------------------------------------------------------------------ the server
 
 
@@ -295,10 +117,11 @@ class LocalServer:
         self.access_log = access_log
         self.engine: LocalAws | None = None
         self.gateway: LocalApiGateway | None = None
+        self.control: LocalControl | None = None
         self.clusters: list[Cluster] = []
         self._api_key: str | None = None
         self._bound_port: int | None = None
-        self._httpd: _HttpServer | None = None
+        self._httpd: LoopbackHttpServer | None = None
         self._thread: threading.Thread | None = None
         self._api_lock = threading.Lock()
         self._stopping = False
@@ -328,6 +151,7 @@ class LocalServer:
             self.clusters = seed_fleet(self.engine, self.fleet)
             self._api_key = self._install_key(self.engine)
             self.gateway = LocalApiGateway(self.engine)
+            self.control = LocalControl(self.engine, self._api_key, KEY_TENANT, self.clusters)
         except BaseException:
             self._httpd.server_close()
             self._httpd = None
@@ -354,12 +178,13 @@ class LocalServer:
     def _stop_engine(self) -> None:
         engine, self.engine = self.engine, None
         self.gateway = None
+        self.control = None
         if engine is not None:
             engine.stop()
 
-    def _bind(self) -> _HttpServer:
+    def _bind(self) -> LoopbackHttpServer:
         try:
-            return _HttpServer((self.bind_host, self.port), self)
+            return LoopbackHttpServer((self.bind_host, self.port), self)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ServerError(f"port {self.port} is in use on {self.bind_host}: pass --port") from exc
@@ -392,63 +217,19 @@ class LocalServer:
     ) -> GatewayResponse | None:
         """One request through the local API Gateway; None once the server is stopping."""
         with self._api_lock:
-            gateway = self.gateway
-            if self._stopping or gateway is None:
+            gateway, control = self.gateway, self.control
+            if self._stopping or gateway is None or control is None:
                 return None
             try:
-                if path == FAULTS_PATH:
-                    return self._inject_fault(method, headers, body)
-                if fire := FIRE_SCHEDULE_PATH.match(path):
-                    return self._fire_schedule(method, headers, fire["name"])
+                local_answer = control.answer(method, path, headers, body)
+                if local_answer is not None:
+                    return local_answer
                 return gateway.handle(method, path, headers=headers, body=body, query=query)
             except Exception:  # API Gateway answers 502 when the integration fails
                 logging.getLogger(__name__).exception("request failed: %s %s", method, path)
                 return GatewayResponse(
-                    502, {"Content-Type": "application/json"}, _envelope("INTERNAL", "Internal error").decode()
+                    502, {"Content-Type": "application/json"}, error_envelope("INTERNAL", "Internal error").decode()
                 )
-
-    def _local_only(self, method: str, headers: dict[str, str]) -> GatewayResponse | None:
-        """The local endpoints take a POST with the server's own key."""
-        json_headers = {"Content-Type": "application/json"}
-        authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-        if authorization != f"Bearer {self._api_key}":
-            return GatewayResponse(401, json_headers, _envelope("UNAUTHORIZED", "Missing or invalid API key").decode())
-        if method != "POST":
-            return GatewayResponse(405, json_headers, _envelope("METHOD_NOT_ALLOWED", "Use POST").decode())
-        return None
-
-    def _fire_schedule(self, method: str, headers: dict[str, str], name: str) -> GatewayResponse:
-        """`POST /local/schedules/{name}/fire` (local only): deliver the key's tenant schedule's
-        firing now, as EventBridge Scheduler would at its scheduled time."""
-        refused = self._local_only(method, headers)
-        if refused is not None:
-            return refused
-        assert self.engine is not None
-        json_headers = {"Content-Type": "application/json"}
-        try:
-            answer = self.engine.fire_schedule(name, schedule_group(KEY_TENANT))
-        except ClientError:
-            message = f"No schedule {name} for this key's tenant"
-            return GatewayResponse(404, json_headers, _envelope("NOT_FOUND", message, {"name": name}).decode())
-        except ValueError as exc:
-            return GatewayResponse(409, json_headers, _envelope("INVALID_STATE", str(exc)).decode())
-        return GatewayResponse(200 if answer.get("success") else 400, json_headers, json.dumps(answer))
-
-    def _inject_fault(self, method: str, headers: dict[str, str], body: str | None) -> GatewayResponse:
-        """`POST /local/faults` (local only, with the server's key): inject a fault while serving."""
-        json_headers = {"Content-Type": "application/json"}
-        refused = self._local_only(method, headers)
-        if refused is not None:
-            return refused
-        assert self.engine is not None
-        try:
-            fault = Fault.model_validate_json(body or "{}")
-            apply_fault(self.engine, fault, {c.id: c for c in self.clusters})
-        except (ValueError, ValidationError) as exc:
-            message = " ".join(str(exc).split())[:500]
-            return GatewayResponse(400, json_headers, _envelope("VALIDATION_ERROR", message).decode())
-        payload = {"success": True, "data": fault.model_dump(mode="json", exclude_none=True)}
-        return GatewayResponse(200, json_headers, json.dumps(payload))
 
     # --------------------------------------------------------------- what the user needs
     @property
@@ -536,34 +317,3 @@ def _sigterm_as_interrupt() -> Any:
 def _restore_sigterm(previous: Any) -> None:
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _quiet_logs() -> None:
-    """Warnings and errors only, unless the user asked for a log level."""
-    level = os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL") or "WARNING"
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", level)
-    logging.getLogger().setLevel(level)
-    # moto's interpreter logs every failed execution at ERROR; the restart records say why.
-    logging.getLogger("moto").setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", message="No application metrics to publish")
-    from restarter.observability import logger
-
-    logger.setLevel(level)
-
-
-def main_serve(
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    fleet: Path | str | None = None,
-    time_scale: float = DEFAULT_TIME_SCALE,
-    api_key: str | None = None,
-) -> int:
-    """`restarter serve`: 2 with a one-line error when it cannot start, else 0 once stopped."""
-    _quiet_logs()
-    try:
-        server = LocalServer(host=host, port=port, fleet=fleet, time_scale=time_scale, api_key=api_key, access_log=True)
-        server.start()
-    except (ServerError, FleetFileError) as exc:
-        print(f"restarter serve: {exc}", file=sys.stderr)
-        return 2
-    return server.serve_forever_until_interrupted()

@@ -19,10 +19,11 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from restarter_local import server as server_module
+from restarter_local import serve_command
 from restarter_local.fleet_file import FleetFile, FleetFileError, apply_faults, default_fleet_path, load_fleet
 from restarter_local.moto_ext import SimulatedAgentState
-from restarter_local.server import LocalServer, ServerError, main_serve
+from restarter_local.serve_command import main_serve
+from restarter_local.server import LocalServer, ServerError
 from tests import seed_clients
 from tests.conftest import load_event
 
@@ -300,7 +301,7 @@ def test_given_the_default_fleet_when_it_is_loaded_then_it_is_the_packaged_yaml(
 def test_given_a_bad_fleet_file_when_main_serve_runs_then_it_prints_one_line_and_returns_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server_module, "_quiet_logs", lambda: None)
+    monkeypatch.setattr(serve_command, "_quiet_logs", lambda: None)
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text("clusters:\n  - {id: c1, name: x, instance_type: 7}\n")
 
@@ -314,7 +315,7 @@ def test_given_a_bad_fleet_file_when_main_serve_runs_then_it_prints_one_line_and
 def test_given_a_public_host_when_main_serve_runs_then_it_prints_one_line_and_returns_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server_module, "_quiet_logs", lambda: None)
+    monkeypatch.setattr(serve_command, "_quiet_logs", lambda: None)
 
     code = main_serve(ANY_IPV4, 8080, None, TIME_SCALE, None)
 
