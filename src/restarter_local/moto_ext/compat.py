@@ -79,6 +79,8 @@ PATCH_TARGETS: tuple[PatchTarget, ...] = (
     PatchTarget(f"{_SFN}.models", "StepFunctionsParserBackend.start_execution", True),
     # asl_cache.py
     PatchTarget(f"{_SFN}.asl.parse.asl_parser", "AmazonStateLanguageParser.parse", True),
+    PatchTarget(f"{_SFN}.models", "StepFunctionsParserBackend._validate_definition", True),
+    PatchTarget(f"{_SFN}.asl.utils.json_path", "parse", True),
 )
 
 
