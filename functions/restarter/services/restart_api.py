@@ -252,7 +252,11 @@ def wait_until_finished(
     sleep: Callable[[float], None] = time.sleep,
     poll_seconds: float = 0.25,
 ) -> WaitResult:
-    """Hold an API answer until the restart ends or the wait budget (real seconds) runs out."""
+    """Hold an API answer until the restart ends or the wait budget (real seconds) runs out.
+
+    The step that ends a restart writes the record, then the cluster, then releases the lock: the
+    answer waits for all three, so a caller that reads the cluster or restarts again at once sees
+    the restart's end, not the moment between two writes."""
     started = time.monotonic()
     while True:
         stored = deps.restarts.get(restart_id)
@@ -260,9 +264,18 @@ def wait_until_finished(
             raise NotFoundError("Restart not found", {"restart_id": restart_id})
         record = stored[0]
         waited = time.monotonic() - started
-        if record.is_terminal or waited >= budget_seconds:
+        finished = record.is_terminal and _concluded(deps, record)
+        if finished or waited >= budget_seconds:
             return WaitResult(record, record.is_terminal, round(waited, 2))
         sleep(min(poll_seconds, max(0.0, budget_seconds - waited)))
+
+
+def _concluded(deps: Dependencies, record: RestartRecord) -> bool:
+    """The ended restart no longer holds its cluster: cluster written and lock released."""
+    cluster = deps.clusters.get(record.cluster_id)
+    if cluster is not None and cluster.current_restart_id == record.id:
+        return False
+    return deps.locks.holder(record.cluster_id) != record.id
 
 
 @dataclass(frozen=True)
