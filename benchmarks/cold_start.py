@@ -15,14 +15,15 @@ import subprocess
 import sys
 
 BASELINE = "import boto3; boto3.client('ec2', region_name='us-east-1')"
+# each function's module and the wiring set its first invocation builds (restarter/wiring.py)
 HANDLERS = {
-    "StartRestartFunction": "restarter.handlers.start_restart",
-    "RestartStepFunction": "restarter.handlers.restart_step",
-    "ApiFunction": "restarter.handlers.api.app",
-    "ApiKeyAuthorizerFunction": "restarter.handlers.authorizer",
-    "QueueRestartFunction": "restarter.handlers.queue",
-    "AlarmRecoveryFunction": "restarter.handlers.alarm",
-    "RolloutStepFunction": "restarter.handlers.rollout_step",
+    "StartRestartFunction": ("restarter.handlers.start_restart", "get_dependencies"),
+    "RestartStepFunction": ("restarter.handlers.restart_step", "get_dependencies"),
+    "ApiFunction": ("restarter.handlers.api.app", "get_dependencies"),
+    "ApiKeyAuthorizerFunction": ("restarter.handlers.authorizer", "get_api_key_store"),
+    "QueueRestartFunction": ("restarter.handlers.queue", "get_queue_dependencies"),
+    "AlarmRecoveryFunction": ("restarter.handlers.alarm", "get_alarm_recovery"),
+    "RolloutStepFunction": ("restarter.handlers.rollout_step", "get_rollout_dependencies"),
 }
 PROBE = """
 import json, os, resource, sys, time
@@ -49,9 +50,9 @@ def main() -> None:
     print(
         f"{'baseline (boto3 + ec2 client)':<34} {base_s * 1000:7.0f} ms  {max(r['max_rss_mb'] for r in base):6.1f} MB"
     )
-    for name, module in HANDLERS.items():
-        # import the handler and build its clients, as the first invocation would
-        code = f"import {module}\nfrom restarter.wiring import get_dependencies\nget_dependencies()"
+    for name, (module, wiring) in HANDLERS.items():
+        # import the handler and build its own wiring set, as the first invocation would
+        code = f"import {module}\nfrom restarter.wiring import {wiring}\n{wiring}()"
         results = [measure(code) for _ in range(runs)]
         seconds = statistics.median(r["seconds"] for r in results)
         rss = max(r["max_rss_mb"] for r in results)

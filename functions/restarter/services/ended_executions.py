@@ -18,7 +18,6 @@ from typing import Any
 from restarter.domain.errors import RestarterError
 from restarter.domain.models import RestartRecord
 from restarter.observability import logger
-from restarter.services.restart.runner import RestartRunner
 from restarter.wiring import Dependencies
 
 ENDED_STATUSES = frozenset({"FAILED", "TIMED_OUT", "ABORTED"})
@@ -47,7 +46,11 @@ def conclude_ended_execution(
         "Cause": cause or f"The restart's execution ended {status.lower().replace('_', ' ')} before cleaning up",
     }
     if execution_name.endswith(CLEANUP_SUFFIX) or execution_arn not in (record.execution_arn, None):
-        # the cleanup execution itself ended early (or an execution we do not know): last resort
+        # the cleanup execution itself ended early (or an execution we do not know): last resort.
+        # The runner (every phase) is imported here, not at the top: the Api function imports
+        # this module for cancels, and its cold start should not pay for the restart phases.
+        from restarter.services.restart.runner import RestartRunner
+
         RestartRunner(deps).abandon(record.id, error)
         logger.warning("restart abandoned after its cleanup ended", restart_id=record.id, status=status)
         return {"action": "abandoned", "restart_id": record.id}

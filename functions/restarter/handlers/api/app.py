@@ -7,6 +7,7 @@ whatever raised it, leaves as `{"success": false, "error": {"code", "message", "
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -56,15 +57,30 @@ def openapi_document() -> str:
     return app.get_openapi_json_schema(**OPENAPI_INFO, **security())
 
 
-app.enable_swagger(path=DOCS_PATH, **OPENAPI_INFO, **security(), persist_authorization=True)
 ROUTES.declare("GET", OPENAPI_PATH)
 ROUTES.declare("GET", DOCS_PATH)
+_swagger_lock = threading.Lock()
+_swagger_enabled = threading.Event()
+
+
+def enable_swagger_once(event: dict[str, Any]) -> None:
+    """Swagger UI's route is added on the first request for it: `enable_swagger` loads
+    Powertools' OpenAPI models (~100 ms of a cold start), which no other request needs. The
+    path is the one Powertools matches (the event's `path`); until then `DOCS_PATH` is declared
+    in `ROUTES`, so a wrong method still answers 405."""
+    if _swagger_enabled.is_set() or str(event.get("path") or "").rstrip("/") != DOCS_PATH:
+        return
+    with _swagger_lock:
+        if not _swagger_enabled.is_set():
+            app.enable_swagger(path=DOCS_PATH, **OPENAPI_INFO, **security(), persist_authorization=True)
+            _swagger_enabled.set()
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True, log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     try:
+        enable_swagger_once(event)
         response = refuse_unreadable_body(event, ROUTES) or app.resolve(event, context)
     except Exception:  # the envelope, never a traceback, whatever failed
         logger.exception("unhandled error")

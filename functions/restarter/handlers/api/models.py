@@ -25,34 +25,41 @@ from restarter.domain.schedules import ScheduleView
 API_PREFIX = "/v1"
 
 
-class ErrorBody(BaseModel):
+class ApiModel(BaseModel):
+    """An answer's shape: its validator and serializer are built when first used (an answer, the
+    OpenAPI document), not at import, so the function's cold start does not build all of them."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class ErrorBody(ApiModel):
     code: str = Field(examples=["INVALID_STATE"])
     message: str
     details: dict[str, Any] = Field(default_factory=dict)
 
 
-class ErrorEnvelope(BaseModel):
+class ErrorEnvelope(ApiModel):
     success: bool = False
     error: ErrorBody
 
 
-class Meta(BaseModel):
+class Meta(ApiModel):
     request_id: str
 
 
-class CostImpact(BaseModel):
+class CostImpact(ApiModel):
     old_hourly_rate: float | None
     new_hourly_rate: float | None
     rate_change_reason: str | None
 
 
-class RestartLinks(BaseModel):
+class RestartLinks(ApiModel):
     restart: str
     cluster: str
     cancel: str
 
 
-class RestartAcceptedData(BaseModel):
+class RestartAcceptedData(ApiModel):
     """The seed's restart response `data`, plus the restart's id, links and, once ended, its result."""
 
     id: str = Field(description="The cluster id")
@@ -84,13 +91,13 @@ class RestartMeta(Meta):
     )
 
 
-class RestartAcceptedResponse(BaseModel):
+class RestartAcceptedResponse(ApiModel):
     success: bool = True
     data: RestartAcceptedData
     meta: RestartMeta
 
 
-class RestartView(BaseModel):
+class RestartView(ApiModel):
     id: str
     cluster_id: str
     cluster_name: str
@@ -115,30 +122,30 @@ class RestartView(BaseModel):
     links: RestartLinks
 
 
-class RestartResponse(BaseModel):
+class RestartResponse(ApiModel):
     success: bool = True
     data: RestartView
     meta: Meta
 
 
-class RestartPage(BaseModel):
+class RestartPage(ApiModel):
     restarts: list[RestartView]
     next_token: str | None
 
 
-class RestartListResponse(BaseModel):
+class RestartListResponse(ApiModel):
     success: bool = True
     data: RestartPage
     meta: Meta
 
 
-class SnapshotView(BaseModel):
+class SnapshotView(ApiModel):
     id: str
     name: str
     created_at: str
 
 
-class VolumeView(BaseModel):
+class VolumeView(ApiModel):
     volume_id: str
     instance_id: str
     device_name: str
@@ -146,13 +153,13 @@ class VolumeView(BaseModel):
     is_root: bool
 
 
-class StorageView(BaseModel):
+class StorageView(ApiModel):
     storage_gb: int
     volumes: list[VolumeView]
     snapshots: list[SnapshotView]
 
 
-class PortMappingView(BaseModel):
+class PortMappingView(ApiModel):
     internal_port: int
     external_port: int
     protocol: str
@@ -161,28 +168,28 @@ class PortMappingView(BaseModel):
     url: str | None
 
 
-class NetworkView(BaseModel):
+class NetworkView(ApiModel):
     port_mappings: list[PortMappingView]
 
 
-class TemplateInfo(BaseModel):
+class TemplateInfo(ApiModel):
     docker_image: str | None
 
 
-class InstanceSummary(BaseModel):
+class InstanceSummary(ApiModel):
     instance_id: str
     state: str
     instance_status: str
     system_status: str
 
 
-class CurrentRestart(BaseModel):
+class CurrentRestart(ApiModel):
     id: str
     status: RestartStatus
     restart_progress: RestartProgress
 
 
-class ClusterView(BaseModel):
+class ClusterView(ApiModel):
     id: str
     name: str
     status: str
@@ -207,13 +214,13 @@ class ClusterView(BaseModel):
     createdAt: str | None  # noqa: N815 - the seed's field name
 
 
-class ClusterResponse(BaseModel):
+class ClusterResponse(ApiModel):
     success: bool = True
     data: ClusterView
     meta: Meta
 
 
-class ClusterListResponse(BaseModel):
+class ClusterListResponse(ApiModel):
     success: bool = True
     data: list[ClusterView]
     meta: Meta
@@ -222,7 +229,7 @@ class ClusterListResponse(BaseModel):
 # ---------------------------------------------------------------- filling them
 
 
-class RolloutView(BaseModel):
+class RolloutView(ApiModel):
     """The seed's batch result (`maintenance_window`, `total_clusters`, `successful_updates`,
     `results[]`) plus the rollout's own state."""
 
@@ -241,13 +248,13 @@ class RolloutView(BaseModel):
     links: dict[str, str]
 
 
-class RolloutResponse(BaseModel):
+class RolloutResponse(ApiModel):
     success: bool = True
     data: RolloutView
     meta: Meta
 
 
-class ResumeRolloutRequest(BaseModel):
+class ResumeRolloutRequest(ApiModel):
     """The optional body of `POST /v1/rollouts/{id}/resume`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -261,19 +268,19 @@ class ScheduleCreatedMeta(Meta):
     clusters_now: list[str] = Field(description="The clusters the rollout would cover if it fired now")
 
 
-class ScheduleResponse(BaseModel):
+class ScheduleResponse(ApiModel):
     success: bool = True
     data: ScheduleView
     meta: Meta
 
 
-class ScheduleCreatedResponse(BaseModel):
+class ScheduleCreatedResponse(ApiModel):
     success: bool = True
     data: ScheduleView
     meta: ScheduleCreatedMeta
 
 
-class ScheduleListResponse(BaseModel):
+class ScheduleListResponse(ApiModel):
     success: bool = True
     data: list[ScheduleView]
     meta: Meta
