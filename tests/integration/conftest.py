@@ -1,20 +1,31 @@
 """Fixtures on the embedded AWS: one engine per test process, reset before each test that asks
 for it (a reset empties moto and provisions again: ~0.2 s, against ~1.5 s for a first start),
-a seeded GPU fleet, restarts run to their end, published events and the REST API."""
+a seeded GPU fleet, restarts run to their end, published events, the REST API and the
+alarm recovery table."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from restarter import wiring
+from restarter.adapters.recovery_store import RecoveryStore
 from restarter.domain.models import Cluster, PortMapping
 from restarter.services.restart_intake import accept_restart
 from restarter_local.engine import LocalAws
 from restarter_local.fleet import ClusterSpec, seed_cluster
-from tests.integration.harness import ApiClient, EventCapture, RestartOutcome, read_outcome
+from tests.integration.harness import (
+    DEFAULT_TABLE,
+    TABLE_ENV,
+    ApiClient,
+    EventCapture,
+    RestartOutcome,
+    read_outcome,
+)
 
 # Simulated seconds per real second: a 3-minute reboot wait takes 0.3 s.
 TIME_SCALE = 600.0
@@ -109,3 +120,27 @@ def api(aws: LocalAws) -> ApiClient:
         "other": aws.api_keys.create_key("globex", ["read", "restart"], name="globex", now=now)[0],
     }
     return ApiClient(LocalApiGateway(aws), keys)
+
+
+@pytest.fixture
+def recovery(aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[RecoveryStore]:
+    """The RecoveryTable: the engine's (once template.yaml declares it) or one created here."""
+    name = aws.environment.get(TABLE_ENV) or os.environ.get(TABLE_ENV) or DEFAULT_TABLE
+    monkeypatch.setenv(TABLE_ENV, name)
+    dynamodb = aws.client("dynamodb")
+    if name not in dynamodb.list_tables()["TableNames"]:
+        dynamodb.create_table(
+            TableName=name,
+            AttributeDefinitions=[
+                {"AttributeName": "cluster_id", "AttributeType": "S"},
+                {"AttributeName": "recovered_at", "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": "cluster_id", "KeyType": "HASH"},
+                {"AttributeName": "recovered_at", "KeyType": "RANGE"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    wiring.use_alarm_recovery(None)
+    yield RecoveryStore(dynamodb, name)
+    wiring.use_alarm_recovery(None)

@@ -1,14 +1,23 @@
 """What integration tests read the embedded AWS with: published events, a restart's outcome,
-the instances and SSM commands of a cluster, and a client of the REST API."""
+the instances and SSM commands of a cluster, and a client of the REST API; then the helpers that
+several test files of one topic share (API, queue, schedules and rollouts, restarts, alarms)."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from restarter.domain.models import Cluster, RestartRecord
+from restarter.domain.rollouts import RolloutSpec
+from restarter.handlers import alarm as alarm_handler
+from restarter.handlers import queue
 from restarter_local.engine import LocalAws
+from restarter_local.lambdas import LocalLambdaContext
+from tests.conftest import load_event
 
 
 @dataclass
@@ -107,3 +116,144 @@ def explain_restarts(aws: LocalAws, report: dict[str, Any]) -> str:
         health = record.phase_state.get("health_checks", {}).get("last_problems") if record else None
         lines.append(f"{item['cluster_id']}: {item['status']} / {record.status if record else '-'} {error} {health}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- shared by every topic
+
+Seed = Callable[..., Cluster]  # the `seed` fixture: seeds a cluster, defaults are the seed's cluster_abc123
+RESTART = "/v1/clusters/cluster_abc123/restart"
+
+
+def restarts_of(aws: LocalAws, cluster_id: str) -> list[RestartRecord]:
+    assert aws.deps is not None
+    records, _ = aws.deps.restarts.list_for_cluster(cluster_id, limit=100)
+    return records
+
+
+# ---------------------------------------------------------------- the queue (QueueRestartFunction)
+
+CONTEXT_NAME = "QueueRestartFunction"
+
+
+def handle(event: dict[str, Any]) -> dict[str, Any]:
+    """Runs QueueRestartFunction on an SQS event."""
+    return dict(queue.lambda_handler(event, LocalLambdaContext(CONTEXT_NAME)))
+
+
+def failed_ids(response: dict[str, Any]) -> list[str]:
+    return [item["itemIdentifier"] for item in response["batchItemFailures"]]
+
+
+# ---------------------------------------------------------------- schedules and rollouts
+
+WEEKLY = {
+    "name": "weekly-ml-maintenance",
+    "schedule_expression": "cron(0 2 ? * SUN *)",
+    "timezone": "Europe/Berlin",
+    "flexible_window_minutes": 15,
+    "window_minutes": 240,
+    "description": "Sunday night patching of the ML fleet",
+    "rollout": {
+        "labels": {"team": "ml"},
+        "request": {"apply_system_updates": True, "timeout_minutes": 30},
+        "max_concurrency": 2,
+        "failure_threshold": {"percentage": 25},
+    },
+}
+
+
+def ml_fleet(seed: Seed, count: int = 2, tenant_id: str = "default") -> list[Cluster]:
+    return [
+        seed(
+            id=f"cluster_{tenant_id}_{i}",
+            name=f"ml-{tenant_id}-{i}",
+            instance_count=1,
+            tenant_id=tenant_id,
+            labels={"team": "ml", "env": "production" if i == 0 else "dev"},
+        )
+        for i in range(count)
+    ]
+
+
+SEED_RESULT_KEYS = {"cluster_id", "name", "success", "downtime_seconds", "updates_applied", "error"}
+
+
+def spec(**fields: Any) -> RolloutSpec:
+    body: dict[str, Any] = {"maintenance_window": {"id": "mw-2024-01-15"}, "cluster_ids": ["cluster_a"]}
+    body.update(fields)
+    return RolloutSpec.model_validate(body)
+
+
+# ---------------------------------------------------------------- restart scenarios
+
+Run = Callable[..., RestartOutcome]
+
+
+def phases_run(outcome: RestartOutcome) -> list[tuple[str, str]]:
+    return [(entry.phase, entry.outcome) for entry in outcome.record.phase_history]
+
+
+def ec2_calls(aws: LocalAws, action: str) -> int:
+    return int(aws.agent.calls.get(("ec2", action), 0))
+
+
+# ---------------------------------------------------------------- alarm recovery (AlarmRecoveryFunction)
+
+INSTANCE_ID = "i-12345678901234567"  # the instance of events/alarm_state_change_instance.json
+TABLE_ENV = "RECOVERY_TABLE"  # the AlarmRecoveryFunction's variable
+DEFAULT_TABLE = "restarter-recovery"
+
+
+def event(name: str = "alarm_state_change_instance.json", *, event_id: str | None = None, **detail: Any) -> Any:
+    """An EventBridge alarm state change from `events/`; `event_id` makes it another transition."""
+    sample = copy.deepcopy(load_event(name))
+    if event_id is not None:
+        # another firing: a new event id and a new transition time (the transition's identity)
+        sample["id"] = event_id
+        seconds = int(hashlib.sha256(event_id.encode()).hexdigest(), 16) % 3600
+        sample["detail"]["state"] = {
+            **sample["detail"]["state"],
+            "timestamp": f"2019-10-02T{17 + seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.000+0000",
+        }
+    sample["detail"].update(detail)
+    return sample
+
+
+def send(payload: dict[str, Any]) -> dict[str, Any]:
+    """Runs AlarmRecoveryFunction on an alarm event and returns the data of its success answer."""
+    answer = alarm_handler.lambda_handler(payload, LocalLambdaContext("AlarmRecoveryFunction"))
+    assert answer["success"] is True
+    data: dict[str, Any] = answer["data"]
+    return data
+
+
+def restart(aws: LocalAws, restart_id: str) -> RestartRecord:
+    assert aws.deps is not None
+    stored = aws.deps.restarts.get(restart_id)
+    assert stored is not None
+    return stored[0]
+
+
+def finished(aws: LocalAws, restart_id: str) -> RestartRecord:
+    aws.wait_for_executions()
+    return restart(aws, restart_id)
+
+
+def alarm_audit(aws: LocalAws, entity_id: str) -> list[dict[str, Any]]:
+    assert aws.deps is not None
+    return [e for e in aws.deps.audit.entries(entity_id) if e["action"] == "alarm.state_changed"]
+
+
+def seed_instance_cluster(seed: Seed, **overrides: Any) -> Cluster:
+    return seed(instance_ids=[INSTANCE_ID], instance_count=1, **overrides)
+
+
+ACTION_ARN = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:ServerCpuTooHigh"  # events/alarm_lambda_action_*
+
+
+def action_event(name: str = "alarm_lambda_action_instance.json", *, timestamp: str | None = None) -> Any:
+    """A CloudWatch alarm invoking the function directly; `timestamp` makes it another transition."""
+    sample = copy.deepcopy(load_event(name))
+    if timestamp is not None:
+        sample["time"] = sample["alarmData"]["state"]["timestamp"] = timestamp
+    return sample

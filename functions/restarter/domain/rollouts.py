@@ -40,7 +40,7 @@ MAX_TIMEOUT_MINUTES = 60
 MAX_CONCURRENCY = 40
 
 # An INLINE Map's iterations are events of the rollout execution, whose history holds at most
-# 25,000 events. Measured on the embedded AWS (tests/test_rollouts.py): an item that polls its
+# 25,000 events. Measured on the embedded AWS (tests/integration/test_rollouts.py): an item that polls its
 # restart once costs 23 events (start 5, choice 2, wait 2, poll 5, choice 2, finish 5, map
 # iteration 2), each further poll 9 (wait 2, poll 5, choice 2), the rollout itself about 15.
 # The budget allows every item 4 further polls (a restart overrunning its estimate by ~7 minutes
