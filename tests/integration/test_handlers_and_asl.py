@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from scripts.build_restart_asl import substitute, template_timeout_seconds
 
 from restarter.domain.models import Cluster
 from restarter.domain.planning import INTAKE_STEPS, PHASE_DESCRIPTIONS
@@ -18,8 +17,7 @@ from restarter_local.template import load_template
 from tests.conftest import REPO, load_event
 
 START_CONTEXT = LocalLambdaContext("StartRestartFunction")
-# the committed file holds an unquoted numeric placeholder: read it substituted, as CloudFormation does
-ASL = json.loads(substitute((REPO / "statemachine" / "restart.asl.json").read_text(), template_timeout_seconds()))
+ASL = json.loads((REPO / "statemachine" / "restart.asl.json").read_text())
 
 
 def test_start_restart_handler_accepts_the_seeds_basic_event(aws: LocalAws, seed: Callable[..., Cluster]) -> None:

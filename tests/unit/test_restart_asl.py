@@ -13,14 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from scripts.build_restart_asl import (
-    DEFINITION_PATH,
-    EXECUTION_TIMEOUT_PLACEHOLDER,
-    RETRY,
-    render,
-    substitute,
-    template_timeout_seconds,
-)
+from scripts.build_restart_asl import DEFINITION_PATH, EXECUTION_TIMEOUT_SECONDS, RETRY, render
 
 from restarter.domain.models import RestartRequest, RestartTarget
 from restarter.domain.planning import INTAKE_STEPS, PHASE_DESCRIPTIONS, plan_phases
@@ -39,7 +32,7 @@ GUARDS = {
     "NeedsCheckpoint?": "creating_checkpoint",
     "NeedsConfigurationUpdate?": "updating_configuration",
 }
-ASL: dict[str, Any] = json.loads(substitute(DEFINITION_PATH.read_text(encoding="utf-8"), template_timeout_seconds()))
+ASL: dict[str, Any] = json.loads(DEFINITION_PATH.read_text(encoding="utf-8"))
 STATES: dict[str, dict[str, Any]] = ASL["States"]
 
 Step = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -164,14 +157,15 @@ def test_the_committed_file_is_the_generators_output() -> None:
     assert DEFINITION_PATH.read_text(encoding="utf-8") == render(), "run scripts/build_restart_asl.py"
 
 
-def test_the_execution_timeout_comes_from_the_template_as_an_integer() -> None:
-    raw = DEFINITION_PATH.read_text(encoding="utf-8")
-    # unquoted: CloudFormation substitutes the text before parsing, and Step Functions wants an integer
-    assert f'"TimeoutSeconds": {EXECUTION_TIMEOUT_PLACEHOLDER},' in raw
-    timeout = template_timeout_seconds()
-    assert ASL["TimeoutSeconds"] == timeout
-    # past the longest restart (timeout_minutes at most 60) plus its cleanup (at most 15 minutes)
-    assert timeout >= (60 + 15) * 60
+def test_the_execution_timeout_is_an_integer_past_the_longest_restart_and_its_cleanup() -> None:
+    # the committed file is plain JSON (ASL above parsed it), and Step Functions wants an integer
+    assert ASL["TimeoutSeconds"] == EXECUTION_TIMEOUT_SECONDS
+    assert isinstance(ASL["TimeoutSeconds"], int)
+    # past the longest restart a request may ask for (timeout_minutes at most 60) plus its cleanup (15)
+    RestartRequest(timeout_minutes=60)
+    with pytest.raises(ValueError, match="timeout_minutes"):
+        RestartRequest(timeout_minutes=61)
+    assert ASL["TimeoutSeconds"] >= (60 + 15) * 60
 
 
 # ---------------------------------------------------------------- the chain and its guards
