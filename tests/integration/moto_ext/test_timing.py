@@ -46,7 +46,7 @@ DEADLINE = 5.0
 
 @pytest.fixture
 def state() -> Iterator[SimulatedAgentState]:
-    """A fresh state with TIMINGS made active for the test; the previous one is restored after."""
+    """Overrides conftest's `state`: the fleet runs with TIMINGS (the moto fixtures there build on it)."""
     previous = active_state()
     fleet = SimulatedAgentState(timings=TIMINGS)
     install_extensions(fleet)
@@ -55,22 +55,6 @@ def state() -> Iterator[SimulatedAgentState]:
     finally:
         fleet.reset()
         set_active_state(previous)
-
-
-@pytest.fixture
-def aws(state: SimulatedAgentState) -> Iterator[None]:
-    with mock_aws():
-        yield
-
-
-@pytest.fixture
-def ec2(aws: None) -> Any:
-    return boto3.client("ec2", region_name=REGION, config=NO_RETRIES)
-
-
-@pytest.fixture
-def ssm(aws: None) -> Any:
-    return boto3.client("ssm", region_name=REGION, config=NO_RETRIES)
 
 
 def launch(ec2: Any, count: int = 1) -> list[str]:
