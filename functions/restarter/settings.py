@@ -59,6 +59,7 @@ class Settings(BaseModel):
     scheduler_role_arn: Arn | None = Field(default=None, validation_alias="SCHEDULER_ROLE_ARN")
     schedule_dead_letter_arn: Arn | None = Field(default=None, validation_alias="SCHEDULE_DEAD_LETTER_ARN")
     recovery_table: TableName = Field(default="restarter-recovery", validation_alias="RECOVERY_TABLE")
+    health_table: TableName = Field(default="restarter-health", validation_alias="HEALTH_TABLE")
     region: str = Field(
         default="us-east-1",
         pattern=r"^[a-z]{2}(-[a-z]+)+-\d$",

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from restarter.adapters.clients import AwsClients
     from restarter.adapters.clock import Clock
     from restarter.adapters.events import EventPublisher
+    from restarter.adapters.health_store import HealthReportStore
     from restarter.adapters.idempotency import IdempotencyTable
     from restarter.adapters.provider import Provider
     from restarter.adapters.queues import MessageVisibility
@@ -51,6 +52,7 @@ class Dependencies:
     restarts: RestartStore
     locks: ClusterLock
     audit: AuditLog
+    health: HealthReportStore
     provider: Provider
     events: EventPublisher
     executions: ExecutionStarter | None
@@ -94,6 +96,7 @@ def build_dependencies(
     from restarter.adapters.clock import SystemClock
     from restarter.adapters.ec2_provider import Ec2Provider
     from restarter.adapters.events import EventPublisher
+    from restarter.adapters.health_store import HealthReportStore
     from restarter.adapters.stepfunctions import ExecutionStarter
     from restarter.adapters.store import AuditLog, ClusterLock, ClusterStore, RestartStore
 
@@ -105,6 +108,7 @@ def build_dependencies(
         restarts=RestartStore(dynamodb, settings.restarts_table),
         locks=ClusterLock(dynamodb, settings.locks_table),
         audit=AuditLog(dynamodb, settings.audit_table),
+        health=HealthReportStore(dynamodb, settings.health_table),
         provider=Ec2Provider(clients.ec2(), clients.ssm()),
         events=EventPublisher(clients.events(), settings.event_bus_name),
         executions=(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restarter.domain.errors import NotFoundError, ProviderError
+from restarter.domain.gpu.nvidia_smi import QUERY_FIELDS
 from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, VolumeView
 
 INSTANCE_TYPES = {
@@ -30,6 +31,10 @@ class FakeInstance:
     container_image: str | None = None
     open_ports: list[str] = field(default_factory=list)
     visible_gpus: int | None = None  # None: every GPU of its type
+    # kernel log lines since boot (Xid lines) the health report carries
+    kernel_lines: list[str] = field(default_factory=list)
+    # per GPU index: query-gpu fields to answer instead of the healthy defaults
+    gpu_overrides: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -223,12 +228,43 @@ class FakeProvider:
         ]
 
     def _health_report(self, instance_id: str) -> str:
+        """The health script's sectioned report (see `restarter.domain.gpu.report`)."""
         inst = self.instances[instance_id]
-        gpus = INSTANCE_TYPES[inst.instance_type].gpu_count if inst.visible_gpus is None else inst.visible_gpus
-        lines = [f"gpus: {gpus}"] + [f"gpu: GPU {n}: NVIDIA GPU (UUID: GPU-{n})" for n in range(gpus)]
-        lines.append(f"container: running {inst.container_image}" if inst.container_image else "container: missing")
-        lines += [f"port: {spec} open" for spec in inst.open_ports]
-        return "\n".join(lines)
+        info = INSTANCE_TYPES[inst.instance_type]
+        gpus = info.gpu_count if inst.visible_gpus is None else inst.visible_gpus
+        rows = []
+        for n in range(gpus):
+            values = {
+                "index": str(n),
+                "pci.bus_id": f"00000000:{16 + n:02X}:1C.0",
+                "uuid": f"GPU-{instance_id}-{n}",
+                "name": f"NVIDIA {info.gpu_name}",
+                "serial": f"13240{n:08d}",
+                "ecc.errors.uncorrected.volatile.total": "0",
+                "ecc.errors.uncorrected.aggregate.total": "0",
+                "retired_pages.pending": "No",
+                "remapped_rows.pending": "No",
+                "remapped_rows.failure": "No",
+                "temperature.gpu": "33",
+                "power.draw": "52.10",
+                "clocks_throttle_reasons.active": "0x0000000000000001",
+                **inst.gpu_overrides.get(n, {}),
+            }
+            rows.append(", ".join(values[f] for f in QUERY_FIELDS))
+        container = f"container: running {inst.container_image}" if inst.container_image else "container: missing"
+        sections = {
+            "gpus": rows,
+            "nvlink": [],
+            "kernel": inst.kernel_lines,
+            "versions": ["driver_version: 535.54.03", "cuda_version: 12.2"],
+            "processes": [],
+            "workload": [container, *(f"port: {spec} open" for spec in inst.open_ports)],
+        }
+        lines = ["restarter-health: 2"]
+        for name, body in sections.items():
+            lines += [f"### section {name} rc=0", *body]
+        lines += ["### section dcgm rc=127", "not installed", "### end"]
+        return "\n".join(lines) + "\n"
 
     def agents_online(self, instance_ids: list[str]) -> dict[str, bool]:
         self._enter("agents_online")

@@ -15,6 +15,7 @@ from typing import Any
 
 from restarter.adapters.provider import Provider
 from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundError
+from restarter.domain.gpu.records import NodeHealthRecord, PendingHealthCheck
 from restarter.domain.models import Cluster, ContainerSpec, PortMapping, RestartRecord, VolumeInfo, format_time
 from restarter.settings import Settings
 from restarter.wiring import Dependencies
@@ -133,6 +134,34 @@ class InMemoryAuditLog:
         return [{k: v for k, v in i.items() if k != "entity_id"} for i in self.items if i["entity_id"] == entity_id]
 
 
+class InMemoryHealthStore:
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], NodeHealthRecord] = {}
+        self.checks: dict[str, PendingHealthCheck] = {}
+
+    def put_report(self, record: NodeHealthRecord) -> None:
+        self.items[(record.cluster_id, record.instance_id)] = record.model_copy(deep=True)
+
+    def reports(self, cluster_id: str) -> list[NodeHealthRecord]:
+        return [r for (c, _), r in sorted(self.items.items()) if c == cluster_id]
+
+    def report(self, cluster_id: str, instance_id: str) -> NodeHealthRecord | None:
+        return self.items.get((cluster_id, instance_id))
+
+    def put_pending(self, check: PendingHealthCheck) -> bool:
+        if check.cluster_id in self.checks:
+            return False
+        self.checks[check.cluster_id] = check
+        return True
+
+    def pending(self, cluster_id: str) -> PendingHealthCheck | None:
+        return self.checks.get(cluster_id)
+
+    def clear_pending(self, cluster_id: str, check_id: str) -> None:
+        if cluster_id in self.checks and self.checks[cluster_id].check_id == check_id:
+            del self.checks[cluster_id]
+
+
 class InMemoryEventPublisher:
     def __init__(self) -> None:
         self.published: list[tuple[str, dict[str, Any]]] = []
@@ -189,6 +218,7 @@ class FakeWorld:
     restarts: InMemoryRestartStore = field(default_factory=InMemoryRestartStore)
     locks: InMemoryClusterLock = field(default_factory=InMemoryClusterLock)
     audit: InMemoryAuditLog = field(default_factory=InMemoryAuditLog)
+    health: InMemoryHealthStore = field(default_factory=InMemoryHealthStore)
     events: InMemoryEventPublisher = field(default_factory=InMemoryEventPublisher)
     executions: FakeExecutions = field(default_factory=FakeExecutions)
     clock: FixedClock = field(default_factory=FixedClock)
@@ -202,6 +232,7 @@ class FakeWorld:
             restarts=self.restarts,  # type: ignore[arg-type]
             locks=self.locks,  # type: ignore[arg-type]
             audit=self.audit,  # type: ignore[arg-type]
+            health=self.health,  # type: ignore[arg-type]
             provider=provider,
             events=self.events,  # type: ignore[arg-type]
             executions=self.executions,  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from restarter.adapters.aws_errors import call, translated
 from restarter.domain.errors import ProviderError
+from restarter.domain.gpu.nvidia_smi import QUERY_FIELDS
 from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, SnapshotView, VolumeView
 
 if TYPE_CHECKING:
@@ -68,20 +69,74 @@ def _script(op: str, args: dict[str, Any]) -> list[str]:
             f"echo started {image}",
         ]
     if op == "health_check":
-        port_checks = [_port_check(p) for p in args["ports"]]
-        return [
-            *header,
-            "set +e",
-            'echo "gpus: $(nvidia-smi -L | wc -l)"',
-            "nvidia-smi -L | sed 's/^/gpu: /'",
-            f"state=$(docker inspect -f '{{{{.State.Status}}}} {{{{.Config.Image}}}}' {CONTAINER_NAME} 2>/dev/null"
-            " || echo missing)",
-            'echo "container: $state"',
-            *port_checks,
-            "dmesg --since '-30min' 2>/dev/null | grep -E 'NVRM: Xid' | sed 's/^/xid: /'",
-            "exit 0",
-        ]
+        return [*header, *_health_script(args)]
+    if op == "reset_gpu":
+        return [*header, *RESET_GPU_SCRIPT]
     raise ProviderError(f"unknown command operation {op}", {"op": op})
+
+
+# Each probe is bounded (`timeout`), so a wedged GPU, whose nvidia-smi hangs, still answers
+# within the command's timeout; the sections' framing is read by `restarter.domain.gpu.report`.
+# SSM keeps the first 24,000 characters of stdout: the XML fallback asks only for the memory
+# sections (-d) and the kernel log keeps its last 100 matching lines.
+HEALTH_SCRIPT_PROBES: tuple[tuple[str, int, str], ...] = (
+    ("nvlink", 20, "nvidia-smi nvlink --status"),
+    ("processes", 20, "nvidia-smi --query-compute-apps=gpu_uuid,pid,process_name --format=csv,noheader"),
+)
+# The kernel log since this boot (journalctl; dmesg where the journal is not persistent).
+KERNEL_LOG = (
+    "(journalctl -k -b --no-pager 2>/dev/null || dmesg 2>/dev/null)"
+    " | grep -E 'NVRM: Xid|fallen off the bus' | tail -n 100"
+)
+# `nvidia-smi -r` resets every GPU only when nothing holds them; on NVSwitch systems Fabric
+# Manager must be stopped around it (NVIDIA GPU debug guidelines).
+RESET_GPU_SCRIPT: tuple[str, ...] = (
+    "set +e",
+    "apps=$(timeout 20 nvidia-smi --query-compute-apps=gpu_bus_id,pid --format=csv,noheader)",
+    'if [ -n "$apps" ]; then echo "GPU in use: $apps" >&2; exit 3; fi',
+    "fm=0; if systemctl is-active --quiet nvidia-fabricmanager; then systemctl stop nvidia-fabricmanager; fm=1; fi",
+    "timeout 120 nvidia-smi -r; rc=$?",
+    "if [ $fm -eq 1 ]; then systemctl start nvidia-fabricmanager; fi",
+    "exit $rc",
+)
+
+
+def _health_script(args: dict[str, Any]) -> list[str]:
+    """The health report (see `restarter.domain.gpu.report`): GPUs, NVLink, kernel Xids,
+    versions, DCGM, GPU processes, then the workload container and its ports."""
+    fields = ",".join(QUERY_FIELDS)
+    lines = [
+        "set +e",
+        "echo 'restarter-health: 2'",
+        'section() { echo "### section $1 rc=$2"; if [ -n "$3" ]; then printf \'%s\\n\' "$3"; fi; }',
+        "if command -v nvidia-smi >/dev/null 2>&1; then",
+        f"  out=$(timeout 30 nvidia-smi --query-gpu={fields} --format=csv,noheader,nounits 2>&1); rc=$?",
+        '  section gpus $rc "$out"',
+        "  if [ $rc -ne 0 ]; then",
+        "    out=$(timeout 30 nvidia-smi -q -x -d ECC,PAGE_RETIREMENT,ROW_REMAPPER 2>&1); section gpus-xml $? \"$out\"",
+        "  fi",
+    ]
+    for name, seconds, command in HEALTH_SCRIPT_PROBES:
+        lines += [f'  out=$(timeout {seconds} {command} 2>&1); section {name} $? "$out"']
+    lines += [
+        "  driver=$(timeout 20 nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1)",
+        "  cuda=$(timeout 20 nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9.]*' | grep -o '[0-9.]*$')",
+        '  section versions 0 "driver_version: $driver"$\'\\n\'"cuda_version: $cuda"',
+        "else",
+        "  section gpus 127 'nvidia-smi: command not found'",
+        "fi",
+        f'out=$({KERNEL_LOG}); section kernel 0 "$out"',
+        'if command -v dcgmi >/dev/null 2>&1; then out=$(timeout 60 dcgmi diag -r 1 2>&1); section dcgm $? "$out";'
+        " else section dcgm 127 'not installed'; fi",
+        "echo '### section workload rc=0'",
+        f"state=$(docker inspect -f '{{{{.State.Status}}}} {{{{.Config.Image}}}}' {CONTAINER_NAME} 2>/dev/null"
+        " || echo missing)",
+        'echo "container: $state"',
+        *[_port_check(p) for p in args["ports"]],
+        "echo '### end'",
+        "exit 0",
+    ]
+    return lines
 
 
 def _port_check(port: dict[str, Any]) -> str:

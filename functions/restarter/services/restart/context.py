@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Generic
 
 from restarter.adapters.clock import Clock
+from restarter.adapters.health_store import HealthReportStore
 from restarter.adapters.provider import Provider
 from restarter.domain.errors import PhaseFailedError
 from restarter.domain.inventory import InstanceView
@@ -27,6 +28,8 @@ class PhaseContext(Generic[StateT]):
     clock: Clock
     state: StateT
     attempt: int = 0
+    # where health checks keep each instance's last report (None: not kept)
+    health: HealthReportStore | None = None
 
     def now(self) -> datetime:
         return self.clock.now()

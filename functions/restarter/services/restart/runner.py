@@ -162,6 +162,7 @@ class RestartRunner:
             clock=self.deps.clock,
             state=load_state(record, key, model),
             attempt=attempt,
+            health=self.deps.health,
         )
 
     def _record_failure(self, record: RestartRecord, failure: TaskFailure) -> None:

@@ -1,7 +1,13 @@
-"""health_checks: status checks, SSM agent, then the health command's report on every instance.
+"""health_checks: status checks, SSM agent, then the GPU health report of every instance.
 
-A failed check is tried again (a GPU may still be initialising) up to HEALTH_CHECK_ATTEMPTS
-times; then the phase fails and cleanup rolls the restart back.
+A restart is ready only when no instance has a finding that blocks readiness (a GPU reset or
+worse: `restarter.domain.gpu.findings`) and the workload answers. What may still be coming up
+after a boot (status checks, the agent, GPUs that enumerate late, NVLink training, the
+driver, the container and its ports) is checked again until `SETTLE_SECONDS` after the first
+check; a finding that waiting cannot fix (an Xid logged since boot, an uncorrectable ECC error,
+a pending row remap) fails the phase at once. The final report of each instance is stored (the
+cluster's health, and "missing last time too" for the next check); a failure carries the
+findings in `error.details.findings`, and cleanup rolls the restart back.
 """
 
 from __future__ import annotations
@@ -9,62 +15,100 @@ from __future__ import annotations
 from typing import Any
 
 from restarter.domain.errors import PhaseFailedError
-from restarter.domain.health import evaluate_health_report
-from restarter.services.restart.context import PhaseContext, port_args
+from restarter.domain.gpu.findings import SETTLING_CODES, Finding
+from restarter.domain.gpu.records import NodeHealthRecord
+from restarter.domain.models import format_time, parse_time
+from restarter.services.gpu_health import (
+    findings_detail,
+    gpu_expectation,
+    node_records,
+    send_health_command,
+    store_reports,
+    workload_of,
+)
+from restarter.services.restart.context import PhaseContext
 from restarter.services.restart.state import CommandState
 
-HEALTH_CHECK_ATTEMPTS = 3
-HEALTH_COMMAND_TIMEOUT_SECONDS = 120
+# GPUs of p4d/p5 hosts can enumerate a minute or more after the instance reports running
+# (driver load, Fabric Manager, NVLink training): look again for up to two minutes.
+SETTLE_SECONDS = 120
+# and at most this many reports, whatever the clock says
+MAX_CHECKS = 8
 
 
 class HealthState(CommandState):
-    failures: int = 0
-    # what the last failed check found (shown when a restart is explained)
+    first_checked_at: str | None = None
+    checks: int = 0
+    # what the last check found (shown when a restart is explained)
     last_problems: dict[str, Any] | None = None
+    # findings that did not block readiness (an application Xid, a throttle), reported
+    reported_findings: list[dict[str, Any]] | None = None
 
 
 def health_checks(ctx: PhaseContext[HealthState]) -> bool:
     state, record, cluster = ctx.state, ctx.record, ctx.cluster
-    expected_gpus = record.target.instance_gpu_count or cluster.gpu_count
+    now = ctx.now()
+    state.first_checked_at = state.first_checked_at or format_time(now)
     if state.command_id is None:
         not_ok = [i.instance_id for i in ctx.instances() if not i.status_checks_ok]
         offline = [iid for iid, ok in ctx.provider.agents_online(cluster.instance_ids).items() if not ok]
         if not_ok or offline:
-            return _try_again(state, {"status_checks_failed": not_ok, "ssm_agent_offline": offline})
-        state.command_id = ctx.provider.run_command(
-            cluster.instance_ids,
-            "health_check",
-            {"ports": port_args(cluster.container), "expected_gpus": expected_gpus},
-            timeout_seconds=HEALTH_COMMAND_TIMEOUT_SECONDS,
-        )
+            return _settle(ctx, {"status_checks_failed": not_ok, "ssm_agent_offline": offline}, [])
+        expected = _expectation(ctx)
+        state.command_id = send_health_command(ctx.provider, cluster, expected)
         state.instances = list(cluster.instance_ids)
         return False
     invocations = ctx.provider.command_invocations(state.command_id, state.instances)
     if any(i.pending for i in invocations):
         return False
+    state.checks += 1
+    records = node_records(
+        ctx.health, cluster, invocations, _expectation(ctx), now, source="restart", restart_id=record.id
+    )
     problems: dict[str, list[str]] = {}
-    for inv in invocations:
-        if inv.status != "Success":
-            problems[inv.instance_id] = [f"health command {inv.status}"]
-            continue
-        health = evaluate_health_report(
-            inv.instance_id,
-            inv.stdout,
-            expected_gpus=expected_gpus,
-            expected_image=cluster.container.image,
-            ports=cluster.container.port_mappings,
-        )
-        if not health.healthy:
-            problems[inv.instance_id] = health.problems
-    if problems:
-        state.command_id = None
-        return _try_again(state, {"problems": problems})
-    return True
+    for inv, node in zip(invocations, records, strict=True):
+        found = [f"health command {inv.status}"] if inv.status != "Success" else []
+        if inv.status == "Success":
+            found += [f.summary for f in _blocking(node)]
+            found += workload_of(inv, cluster, cluster.container.image)
+        if found:
+            problems[inv.instance_id] = found
+    if not problems:
+        state.reported_findings = findings_detail(records) or None
+        store_reports(ctx.health, records)
+        return True
+    state.command_id = None
+    return _settle(ctx, {"problems": problems}, records)
 
 
-def _try_again(state: HealthState, problems: dict[str, Any]) -> bool:
-    state.failures += 1
+def _blocking(node: NodeHealthRecord) -> list[Finding]:
+    assessment = node.assessment
+    if assessment is None or assessment.ready:
+        return []
+    return [f for f in assessment.findings if f.action != "report"]
+
+
+def _settle(ctx: PhaseContext[HealthState], problems: dict[str, Any], records: list[NodeHealthRecord]) -> bool:
+    """Look again later while waiting may help; fail with the findings when it cannot, or no longer."""
+    state = ctx.state
     state.last_problems = problems
-    if state.failures >= HEALTH_CHECK_ATTEMPTS:
-        raise PhaseFailedError("Health checks failed", problems)
+    definitive = [f for node in records for f in _blocking(node) if f.code not in SETTLING_CODES]
+    assert state.first_checked_at is not None
+    waited = (ctx.now() - parse_time(state.first_checked_at)).total_seconds()
+    if definitive or waited >= SETTLE_SECONDS or state.checks >= MAX_CHECKS:
+        store_reports(ctx.health, records)
+        details = {**problems, "checks": state.checks, "waited_seconds": int(waited)}
+        findings = findings_detail(records)
+        if findings:
+            details["findings"] = findings
+        raise PhaseFailedError("Health checks failed", details)
     return False
+
+
+def _expectation(ctx: PhaseContext[HealthState]) -> Any:
+    target = ctx.record.target
+    return gpu_expectation(
+        ctx.provider,
+        target.instance_type or ctx.cluster.instance_type,
+        target.instance_gpu_count if target.instance_type else None,
+    )
