@@ -198,6 +198,10 @@ def _missing(gpus: list[GpuSample], report: RawHealthReport, expected: GpuExpect
     )
 
 
+def _reading(value: float | None, unit: str) -> str:
+    return f"{value:g} {unit}" if value is not None else f"? {unit}"
+
+
 def _gpu_findings(gpu: GpuSample) -> list[Finding]:
     found: list[Finding] = []
 
@@ -239,7 +243,8 @@ def _gpu_findings(gpu: GpuSample) -> list[Finding]:
         add(
             "thermal_throttle",
             "report",
-            f"GPU {gpu.index} is slowed down ({', '.join(slow)}) at {gpu.temperature_c} C, {gpu.power_w} W.",
+            f"GPU {gpu.index} is slowed down ({', '.join(slow)}) at {_reading(gpu.temperature_c, 'C')},"
+            f" {_reading(gpu.power_w, 'W')}.",
             THROTTLE_SOURCE,
         )
     return found
