@@ -60,6 +60,10 @@ class Settings(BaseModel):
     schedule_dead_letter_arn: Arn | None = Field(default=None, validation_alias="SCHEDULE_DEAD_LETTER_ARN")
     recovery_table: TableName = Field(default="restarter-recovery", validation_alias="RECOVERY_TABLE")
     health_table: TableName = Field(default="restarter-health", validation_alias="HEALTH_TABLE")
+    # the fleet circuit breaker of alarm recovery (restarter.domain.circuit_breaker)
+    breaker_share: float = Field(default=0.2, gt=0, le=1, validation_alias="RECOVERY_BREAKER_SHARE")
+    breaker_min_clusters: int = Field(default=2, ge=1, le=10_000, validation_alias="RECOVERY_BREAKER_MIN_CLUSTERS")
+    breaker_window_minutes: int = Field(default=10, ge=1, le=1440, validation_alias="RECOVERY_BREAKER_WINDOW_MINUTES")
     region: str = Field(
         default="us-east-1",
         pattern=r"^[a-z]{2}(-[a-z]+)+-\d$",

@@ -26,6 +26,7 @@ from restarter.settings import get_settings
 if TYPE_CHECKING:
     from restarter.adapters.alarms import AlarmTags
     from restarter.adapters.api_keys import ApiKeyStore
+    from restarter.adapters.breaker_store import BreakerStore
     from restarter.adapters.clients import AwsClients
     from restarter.adapters.clock import Clock
     from restarter.adapters.events import EventPublisher
@@ -74,6 +75,7 @@ class AlarmRecoveryDependencies:
     deps: Dependencies
     recoveries: RecoveryStore
     alarms: AlarmTags
+    breaker: BreakerStore
 
 
 @dataclass
@@ -145,6 +147,7 @@ def build_rollout_dependencies(
 
 def build_alarm_recovery(deps: Dependencies) -> AlarmRecoveryDependencies:
     from restarter.adapters.alarms import AlarmTags
+    from restarter.adapters.breaker_store import BreakerStore
     from restarter.adapters.recovery_store import RecoveryStore
 
     clients = _clients(deps)
@@ -152,6 +155,7 @@ def build_alarm_recovery(deps: Dependencies) -> AlarmRecoveryDependencies:
         deps=deps,
         recoveries=RecoveryStore(clients.dynamodb(), deps.settings.recovery_table),
         alarms=AlarmTags(clients.cloudwatch()),
+        breaker=BreakerStore(clients.dynamodb(), deps.settings.recovery_table),
     )
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import time
+import uuid
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -26,18 +27,21 @@ from moto import mock_aws
 
 from restarter.adapters.clients import AwsClients
 from restarter.adapters.scheduler import fill_context_attributes
+from restarter.services.ended_executions import ENDED_STATUSES as ENDED_EXECUTION_STATUSES
 from restarter.settings import Settings
 from restarter.wiring import Dependencies, build_dependencies, use_api_key_store, use_dependencies
-from restarter_local.account import REGION
+from restarter_local.account import ACCOUNT, REGION
 from restarter_local.clock import ScaledClock
 from restarter_local.lambdas import FunctionRegistry
 from restarter_local.moto_ext import InstanceTimings, SimulatedAgentState, install_extensions, set_active_engine
+from restarter_local.moto_ext._runtime import set_execution_listener
 from restarter_local.resources import project_file
 from restarter_local.template import TEMPLATE, function_specs, load_template, resolve_intrinsic
 
 _default_image_id: str | None = None
 _CLIENTS: dict[str, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
+EXECUTION_ENDED_FUNCTION = "RestartExecutionEndedFunction"
 # The in-process Lambdas' clients, shared by every engine of the process like `_CLIENTS`.
 _LAMBDA_CLIENTS = AwsClients(REGION)
 _default_session_checked = threading.Event()
@@ -75,6 +79,11 @@ class LocalAws:
         self.settings: Settings | None = None
         self.environment: dict[str, str] = {}
         self.deps: Dependencies | None = None
+        # EventBridge's rule on the restart state machine's ended executions (FAILED, TIMED_OUT,
+        # ABORTED) delivers to RestartExecutionEndedFunction; a test of what happens without it
+        # turns it off
+        self.deliver_execution_events = True
+        self.execution_events: list[dict[str, Any]] = []
         self._fresh_simulation(realistic)
 
     def _fresh_simulation(self, realistic: bool) -> None:
@@ -119,6 +128,7 @@ class LocalAws:
         _default_session_after_moto()
         install_extensions(self.agent)
         set_active_engine(self.registry, self.clock)
+        set_execution_listener(self._execution_ended)
         self.settings = self._provision()
         self.deps = build_dependencies(self.settings, clock=self.clock, clients=_LAMBDA_CLIENTS)
         use_dependencies(self.deps)
@@ -132,6 +142,7 @@ class LocalAws:
         use_dependencies(None)
         use_api_key_store(None)
         set_active_engine(None, self.clock)  # executions still running keep their scaled waits
+        set_execution_listener(None)
         self.agent.reset()
         if self._mock is not None:
             self._mock.stop()
@@ -254,6 +265,30 @@ class LocalAws:
         return Settings.from_environment(env)
 
     # --------------------------------------------------------------- executions
+    def _execution_ended(self, detail: dict[str, Any]) -> None:
+        """What the template's ended-execution rule does: the status change, to its function."""
+        restart_machine = self.settings.state_machine_arn if self.settings else None
+        if (
+            not self.deliver_execution_events
+            or detail.get("stateMachineArn") != restart_machine
+            or detail.get("status") not in ENDED_EXECUTION_STATUSES
+        ):
+            return
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states",
+            "account": ACCOUNT,
+            "time": self.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [detail["executionArn"]],
+            "detail": detail,
+        }
+        self.execution_events.append(event)
+        with self.clock.invocation(), self.clock.bound_to(None):
+            self.registry.invoke(EXECUTION_ENDED_FUNCTION, event)
+
     def executions(self) -> list[dict[str, Any]]:
         assert self.settings and self.settings.state_machine_arn
         sfn = self.client("stepfunctions")

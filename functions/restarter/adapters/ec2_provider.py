@@ -113,7 +113,7 @@ def _health_script(args: dict[str, Any]) -> list[str]:
         f"  out=$(timeout 30 nvidia-smi --query-gpu={fields} --format=csv,noheader,nounits 2>&1); rc=$?",
         '  section gpus $rc "$out"',
         "  if [ $rc -ne 0 ]; then",
-        "    out=$(timeout 30 nvidia-smi -q -x -d ECC,PAGE_RETIREMENT,ROW_REMAPPER 2>&1); section gpus-xml $? \"$out\"",
+        '    out=$(timeout 30 nvidia-smi -q -x -d ECC,PAGE_RETIREMENT,ROW_REMAPPER 2>&1); section gpus-xml $? "$out"',
         "  fi",
     ]
     for name, seconds, command in HEALTH_SCRIPT_PROBES:

@@ -21,6 +21,8 @@ RESTARTABLE_STATES: tuple[ClusterStatus, ...] = ("running", "stopped", "error")
 RestartStatus = Literal["restarting", "ready", "failed", "timed_out", "cancelled", "rolled_back"]
 TERMINAL_RESTART_STATUSES: frozenset[str] = frozenset({"ready", "failed", "timed_out", "cancelled", "rolled_back"})
 RestartType = Literal["graceful", "force"]
+# What the `rebooting` phase does to the nodes when recovery chose it (None: as the restart type says)
+NodeAction = Literal["reset_gpu", "reboot", "stop_start"]
 
 
 Trigger = Literal["api", "schedule", "alarm", "queue", "cli"]
@@ -191,6 +193,8 @@ class Cluster(BaseModel):
     vcpus: int = 0
     memory_gb: int = 0
     status: ClusterStatus = "running"
+    # why the cluster is in `error` when recovery put it there (e.g. its GPU node needs replacement)
+    status_reason: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     container: ContainerSpec
     template_image: str | None = None
@@ -307,6 +311,8 @@ class RestartRecord(BaseModel):
     restart_type: RestartType
     trigger: Trigger
     requested_by: str
+    # a recovery's rung of the node ladder (restarter.domain.node_recovery)
+    node_action: NodeAction | None = None
     reason: str | None = None
     status: RestartStatus = "restarting"
     request: dict[str, Any]

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from restarter.domain.models import Cluster, ClusterSnapshot, format_time, parse_time
+from restarter.domain.node_recovery import Rung
 
 Strategy = Literal["restart", "restore_snapshot", "rebuild"]
 LADDER: tuple[Strategy, ...] = ("restart", "restore_snapshot", "rebuild")
@@ -190,6 +191,8 @@ class RecoveryEntry(BaseModel):
     event_id: str
     escalated_from: Strategy | None = None
     reasons: list[str] = []
+    # the node ladder's rung, when the GPUs' health drove the recovery (domain.node_recovery)
+    rung: Rung | None = None
 
 
 def escalate(strategy: Strategy) -> Strategy:
@@ -362,7 +365,16 @@ def recovery_request(strategy: Strategy, cluster: Cluster, now: datetime, alarm_
 class RecoveryOutcome:
     """What the service did with one alarm event (the handler's answer)."""
 
-    action: Literal["ignored", "unmapped", "duplicate", "budget_exhausted", "refused", "recovery_started"]
+    action: Literal[
+        "ignored",
+        "unmapped",
+        "duplicate",
+        "budget_exhausted",
+        "refused",
+        "recovery_started",
+        "paused",
+        "replacement_needed",
+    ]
     alarm_name: str
     event_id: str
     cluster_id: str | None = None
@@ -371,6 +383,7 @@ class RecoveryOutcome:
     restart_id: str | None = None
     reasons: list[str] = field(default_factory=list)
     error_code: str | None = None
+    rung: Rung | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None and v != []}

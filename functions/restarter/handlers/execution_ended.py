@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from restarter.observability import logger, metrics
 from restarter.services.ended_executions import conclude_ended_execution
-from restarter.wiring import get_dependencies
+from restarter.services.node_recovery import continue_after
+from restarter.wiring import get_alarm_recovery, get_dependencies
 
 
 class ExecutionStatusChange(BaseModel):
@@ -52,4 +53,9 @@ def lambda_handler(event: ExecutionStatusChangeEvent, context: LambdaContext) ->
         cause=cause,
     )
     logger.info("ended execution handled", error=detail.error, **result)
+    if detail.status == "FAILED" and result.get("reason") == "restart already concluded":
+        # a failed rung of the node recovery ladder: the next rung (an alarm does not fire twice)
+        outcome = continue_after(get_alarm_recovery(), result["restart_id"])
+        if outcome is not None:
+            result = {**result, "recovery": outcome.to_dict()}
     return {"success": True, "data": result}

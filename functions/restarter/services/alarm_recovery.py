@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from restarter.adapters.recovery_store import IN_PROGRESS
 from restarter.domain.errors import ConflictError, InvalidStateError, NotFoundError, RequestValidationError
 from restarter.domain.models import Cluster, format_time
+from restarter.domain.node_recovery import node_action_of, rung_request
 from restarter.domain.recovery import (
     BUDGET_WINDOW,
     INSTANCE_DIMENSION,
@@ -27,6 +28,7 @@ from restarter.domain.recovery import (
     RecoveryDecision,
     RecoveryEntry,
     RecoveryOutcome,
+    Strategy,
     decide_recovery,
     latest,
     map_by_dimensions,
@@ -35,6 +37,7 @@ from restarter.domain.recovery import (
     recovery_request,
 )
 from restarter.observability import logger
+from restarter.services.node_recovery import breaker_admits, choose_node_rung, needs_replacement
 from restarter.services.restart_intake import accept_restart
 from restarter.wiring import AlarmRecoveryDependencies, Dependencies
 
@@ -157,60 +160,81 @@ def _recover(
     if previous is not None:
         stored = deps.restarts.get(previous.restart_id)
         previous_status = stored[0].status if stored else None
+    # the GPUs' health (or the previous rung) puts the recovery on the node ladder; its top,
+    # replacing the node, restarts nothing, so no budget holds it back
+    rung = choose_node_rung(service, cluster, previous, previous_status, now, policy.cooldown)
+    if rung is not None and rung.rung == "replace":
+        return needs_replacement(service, alarm, cluster, rung)
     decision = decide_recovery(
         policy, history, now, previous_restart_status=previous_status, snapshots=cluster.snapshots
     )
     if decision.action == "budget_exhausted":
         return _budget_exhausted(service, alarm, cluster, decision)
 
+    paused = breaker_admits(service, alarm, cluster, now)
+    if paused is not None:
+        return paused
     assert decision.strategy is not None
-    body = recovery_request(decision.strategy, cluster, now, alarm.alarm_name)
+    strategy: Strategy = decision.strategy
+    escalated_from, reasons = decision.escalated_from, list(decision.reasons)
+    node_action = node_action_of(rung.rung) if rung is not None else None
+    if node_action is not None and rung is not None:
+        strategy, escalated_from, reasons = "restart", None, list(rung.reasons)
+        body = rung_request(node_action, alarm.alarm_name, rung.reasons)
+    else:
+        body = recovery_request(strategy, cluster, now, alarm.alarm_name)
     try:
-        record = accept_restart(deps, cluster.id, body, trigger="alarm", requested_by=requested_by(alarm))
+        record = accept_restart(
+            deps, cluster.id, body, trigger="alarm", requested_by=requested_by(alarm), node_action=node_action
+        )
     except REFUSALS as exc:
         # INVALID_STATE (a restart in flight, a cluster that is starting) and the other refusals:
         # accept_restart audited it; the alarm is answered and the claim kept (a redelivery would
         # be refused the same way). Provider and internal errors raise instead.
-        logger.info("alarm recovery refused", cluster_id=cluster.id, error_code=exc.code, strategy=decision.strategy)
+        logger.info("alarm recovery refused", cluster_id=cluster.id, error_code=exc.code, strategy=strategy)
         return RecoveryOutcome(
             "refused",
             alarm.alarm_name,
             alarm.event_id,
             cluster_id=cluster.id,
-            strategy=decision.strategy,
-            escalated_from=decision.escalated_from,
-            reasons=[*decision.reasons, exc.message],
+            strategy=strategy,
+            escalated_from=escalated_from,
+            reasons=[*reasons, exc.message],
             error_code=exc.code,
+            rung=node_action,
         )
     service.recoveries.record(
         RecoveryEntry(
             cluster_id=cluster.id,
             recovered_at=format_time(now),
             alarm_name=alarm.alarm_name,
-            strategy=decision.strategy,
+            strategy=strategy,
             restart_id=record.id,
             event_id=alarm.event_id,
-            escalated_from=decision.escalated_from,
-            reasons=list(decision.reasons),
+            escalated_from=escalated_from,
+            reasons=reasons,
+            rung=node_action,
         )
     )
     logger.info(
         "alarm recovery started",
         cluster_id=cluster.id,
         restart_id=record.id,
-        strategy=decision.strategy,
-        escalated_from=decision.escalated_from,
-        reasons=list(decision.reasons),
+        strategy=strategy,
+        rung=node_action,
+        escalated_from=escalated_from,
+        reasons=reasons,
     )
     return RecoveryOutcome(
         "recovery_started",
         alarm.alarm_name,
         alarm.event_id,
         cluster_id=cluster.id,
-        strategy=decision.strategy,
-        escalated_from=decision.escalated_from,
+        strategy=strategy,
+        escalated_from=escalated_from,
         restart_id=record.id,
-        reasons=list(decision.reasons),
+        reasons=reasons,
+        rung=node_action,
     )
 
 
@@ -258,6 +282,7 @@ def _audit(deps: Dependencies, entity: str, alarm: AlarmTransition, outcome: Rec
         previous_state=alarm.previous_state,
         mapped_by=via,
         strategy=outcome.strategy,
+        rung=outcome.rung,
         escalated_from=outcome.escalated_from,
         restart_id=outcome.restart_id,
         error_code=outcome.error_code,

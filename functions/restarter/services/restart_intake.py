@@ -17,6 +17,7 @@ from restarter.domain.errors import NotFoundError, RestarterError
 from restarter.domain.models import (
     Cluster,
     ConfigurationUpdates,
+    NodeAction,
     RestartError,
     RestartRecord,
     RestartRequest,
@@ -66,11 +67,22 @@ def accept_restart(
     trigger: Trigger,
     requested_by: str,
     tenant_id: str | None = None,
+    node_action: NodeAction | None = None,
 ) -> RestartRecord:
-    """Validate and start one restart. Every outcome, accepted or refused, is audited."""
+    """Validate and start one restart. Every outcome, accepted or refused, is audited.
+
+    `node_action`: recovery's rung of the node ladder (not a request field: only recovery sets it)."""
     try:
         request = parse_restart_request(payload)
-        record = _accept(deps, cluster_id, request, trigger=trigger, requested_by=requested_by, tenant_id=tenant_id)
+        record = _accept(
+            deps,
+            cluster_id,
+            request,
+            trigger=trigger,
+            requested_by=requested_by,
+            tenant_id=tenant_id,
+            node_action=node_action,
+        )
     except RestarterError as exc:
         _audit(
             deps,
@@ -126,6 +138,7 @@ def _accept(
     trigger: Trigger,
     requested_by: str,
     tenant_id: str | None,
+    node_action: NodeAction | None = None,
 ) -> RestartRecord:
     cluster = load_cluster(deps, cluster_id, tenant_id)
     ensure_restartable(cluster)
@@ -175,6 +188,7 @@ def _accept(
             restart_type=request.restart_type,
             trigger=trigger,
             requested_by=requested_by,
+            node_action=node_action,
             reason=request.restart_reason,
             request=request.redacted(),
             plan=plan,

@@ -3,6 +3,7 @@ Lambda dispatcher and scaled clock (the Step Functions shims)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -32,6 +33,9 @@ class SimulatedClock(Protocol):
 _active: list[SimulatedAgentState | None] = [None]
 _functions: list[LambdaDispatcher | None] = [None]
 _clock: list[SimulatedClock | None] = [None]
+# called with the detail of EventBridge's "Step Functions Execution Status Change" when an execution ends
+ExecutionListener = Callable[[dict[str, Any]], None]
+_execution_listener: list[ExecutionListener | None] = [None]
 
 
 def active_state() -> SimulatedAgentState | None:
@@ -60,3 +64,12 @@ def active_clock() -> SimulatedClock | None:
 
 def set_active_clock(clock: SimulatedClock | None) -> None:
     _clock[0] = clock
+
+
+def active_execution_listener() -> ExecutionListener | None:
+    """Who hears that an execution ended (None: nobody, as moto ships)."""
+    return _execution_listener[0]
+
+
+def set_execution_listener(listener: ExecutionListener | None) -> None:
+    _execution_listener[0] = listener

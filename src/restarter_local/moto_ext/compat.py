@@ -77,6 +77,7 @@ PATCH_TARGETS: tuple[PatchTarget, ...] = (
     PatchTarget(f"{_SFN}.asl.component.common.retry.retrier_decl", "RetrierDecl._eval_body", True),
     PatchTarget(f"{_SFN}.asl.component.common.retry.retrier_decl", "time", True),
     PatchTarget(f"{_SFN}.models", "StepFunctionsParserBackend.start_execution", True),
+    PatchTarget(f"{_SFN}.backend.execution", "BaseExecutionWorkerCommunication.terminated", True),
     # asl_cache.py
     PatchTarget(f"{_SFN}.asl.parse.asl_parser", "AmazonStateLanguageParser.parse", True),
     PatchTarget(f"{_SFN}.models", "StepFunctionsParserBackend._validate_definition", True),

@@ -107,6 +107,27 @@ def _wrap_start_execution(original: Any) -> Any:
     return start_execution
 
 
+def _wrap_terminated(original: Any) -> Any:
+    def terminated(self: Any) -> None:
+        original(self)
+        listener = _runtime.active_execution_listener()
+        execution = getattr(self, "execution", None)
+        if listener is None or execution is None or execution.exec_status is None:
+            return
+        listener(
+            {
+                "executionArn": execution.exec_arn,
+                "stateMachineArn": execution.state_machine_arn,
+                "name": execution.name,
+                "status": execution.exec_status.value,
+                "error": execution.error,
+                "cause": execution.cause,
+            }
+        )
+
+    return terminated
+
+
 _RETRIER = "moto.stepfunctions.parser.asl.component.common.retry.retrier_decl"
 
 PATCHES = (
@@ -141,6 +162,14 @@ PATCHES = (
         "time",
         "retry backoff sleeps 1/scale of its length and moves the execution's clock by all of it",
         ScaledTime(),
+    ),
+    wraps(
+        "stepfunctions.execution_status_change",
+        "moto.stepfunctions.parser.backend.execution",
+        "BaseExecutionWorkerCommunication",
+        "terminated",
+        "an execution that ends tells the engine, which delivers EventBridge's status change as the rule would",
+        _wrap_terminated,
     ),
     wraps(
         "stepfunctions.clock_starts_with_execution",

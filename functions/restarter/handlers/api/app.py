@@ -20,7 +20,7 @@ from restarter.handlers.api.errors import FailedRequest, answer_for
 from restarter.handlers.api.models import API_PREFIX
 from restarter.handlers.api.openapi import OPENAPI_INFO, DocumentedResolver, security
 from restarter.handlers.api.route_table import RouteTable
-from restarter.handlers.api.routes import clusters, restarts, rollouts, schedules
+from restarter.handlers.api.routes import clusters, health, restarts, rollouts, schedules
 from restarter.observability import logger, metrics
 
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
@@ -30,7 +30,7 @@ app = DocumentedResolver(enable_validation=True, json_body_deserializer=json_bod
 ROUTES = RouteTable()
 """Every route the resolver serves: the routers' and the two documentation routes below."""
 
-for router in (restarts.router, clusters.router, rollouts.router, schedules.router):
+for router in (restarts.router, clusters.router, health.router, rollouts.router, schedules.router):
     app.include_router(router)
     ROUTES.extend(router.table)
 

@@ -23,5 +23,6 @@ def ready(ctx: PhaseContext[ReadyState]) -> bool:
         cluster.hourly_rate = record.new_hourly_rate
     cluster.volumes = ctx.volumes()
     cluster.status = "running"
+    cluster.status_reason = None
     cluster.current_restart_id = None
     return True
