@@ -130,6 +130,9 @@ def run_fault(args: argparse.Namespace) -> int:
             "service": args.service,
             "action": args.action,
             "times": args.times,
+            "gpu": args.gpu,
+            "xid": args.xid,
+            "late_seconds": args.late_seconds,
         }.items()
         if v is not None
     }
@@ -140,7 +143,7 @@ def run_fault(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer.body["data"]))
     else:
-        print(f"injected {args.kind}")
+        print("cleared GPU faults" if args.kind == "clear_gpu" else f"injected {args.kind}")
     return EXIT_OK
 
 

@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                     "xid",
                     "throttle",
                     "agent_offline",
+                    "ecc_dbe",
+                    "row_remap_pending",
+                    "row_remap_failure",
+                    "gpu_missing",
+                    "nvlink_down",
+                    "no_driver",
+                    "clear_gpu",
                 ],
             )
             sub.add_argument("--cluster-id")
@@ -91,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--service", help="for throttle: ec2, ssm, ...")
             sub.add_argument("--action", help="for throttle: e.g. RebootInstances")
             sub.add_argument("--times", type=int)
+            sub.add_argument("--gpu", type=int, help="GPU faults: index of the GPU on the instance (default 0)")
+            sub.add_argument("--xid", type=int, help="xid: the Xid number, e.g. 79 (without it: a kernel line only)")
+            sub.add_argument(
+                "--late-seconds", type=float, help="gpu_missing: the GPU appears this many seconds after each boot"
+            )
         elif name == "rollout":
             sub.add_argument("action", choices=["start", "status", "resume"])
             sub.add_argument("target", help="start: the rollout spec (JSON file); status, resume: the rollout id")

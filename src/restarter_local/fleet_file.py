@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, model_validator
@@ -27,13 +27,29 @@ from restarter.domain.models import SNAPSHOT_ID_PATTERN, Cluster, PortMapping
 from restarter_local.engine import LocalAws
 from restarter_local.fleet import ClusterSpec, seed_cluster
 from restarter_local.moto_ext import InstanceTimings
+from restarter_local.moto_ext.gpu_sim import GPU_FAULT_KINDS, GpuFault, GpuFaultKind
 
 # The API's path rule for cluster ids (restarter.handlers.api.parameters.CLUSTER_ID): a cluster the API
 # cannot name would be unreachable.
 CLUSTER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 FaultKind = Literal[
-    "never_healthy", "never_comes_back", "close_port", "fail_command", "xid", "throttle", "agent_offline"
+    "never_healthy",
+    "never_comes_back",
+    "close_port",
+    "fail_command",
+    "xid",
+    "throttle",
+    "agent_offline",
+    # GPU faults (restarter_local.moto_ext.gpu_sim), each on one GPU of the instance
+    "ecc_dbe",
+    "row_remap_pending",
+    "row_remap_failure",
+    "gpu_missing",
+    "nvlink_down",
+    "no_driver",
+    # removes the instance's GPU faults and Xid lines
+    "clear_gpu",
 ]
 
 
@@ -78,6 +94,13 @@ class Fault(BaseModel):
     action: str | None = Field(default=None, min_length=1)
     # fail_command: how many times (default: every time); throttle: how many calls (default 1)
     times: int | None = Field(default=None, ge=1)
+    # GPU faults: the GPU's index on the instance (default 0; no_driver hits every GPU)
+    gpu: int | None = Field(default=None, ge=0)
+    # xid: the Xid number, e.g. 79 (the GPU falls off the bus too); without it, an xid fault only
+    # adds a real Xid 79 kernel line, and no rung cures it
+    xid: int | None = Field(default=None, ge=1, le=999)
+    # gpu_missing: the GPU appears only this many simulated seconds after each boot (never cured)
+    late_seconds: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> Fault:
@@ -89,6 +112,10 @@ class Fault(BaseModel):
         for name in required.get(self.kind, ("cluster_id",)):
             if getattr(self, name) is None:
                 raise ValueError(f"`{name}` is required for a {self.kind} fault")
+        only_for = {"gpu": GPU_FAULT_KINDS, "xid": ("xid",), "late_seconds": ("gpu_missing",)}
+        for name, kinds in only_for.items():
+            if getattr(self, name) is not None and self.kind not in kinds:
+                raise ValueError(f"`{name}` is only for a {' or '.join(kinds)} fault, not {self.kind}")
         return self
 
 
@@ -212,8 +239,18 @@ def apply_fault(engine: LocalAws, fault: Fault, clusters: dict[str, Cluster]) ->
     elif fault.kind == "fail_command":
         assert fault.op is not None
         agent.fail_command(instance_id, fault.op, fault.stderr or "simulated failure", fault.times)
-    elif fault.kind == "xid":
+    elif fault.kind == "xid" and fault.xid is None:
         agent.inject_xid(instance_id)
+    elif fault.kind in GPU_FAULT_KINDS:
+        gpu = fault.gpu or 0
+        gpu_count = getattr(cluster, "gpu_count", None)
+        if gpu_count and gpu >= gpu_count:
+            raise ValueError(f"gpu {gpu} is out of range: {cluster.id}'s instances have {gpu_count} GPU(s)")
+        kind = cast(GpuFaultKind, fault.kind)
+        agent.inject_gpu_fault(instance_id, GpuFault(kind, gpu=gpu, xid=fault.xid, late_seconds=fault.late_seconds))
+    elif fault.kind == "clear_gpu":
+        agent.clear_gpu_faults(instance_id)
+        agent.clear_xid(instance_id)
     elif fault.kind == "agent_offline":
         agent.set_agent_offline(instance_id)
 

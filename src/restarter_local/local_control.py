@@ -1,7 +1,8 @@
 """The endpoints only `restarter serve` has, beside the API: what a real deployment leaves to
 AWS or to the world, driven by hand on the embedded AWS.
 
-- `POST /local/faults`: inject a fault (the fleet file's kinds) while serving.
+- `POST /local/faults`: inject a fault (the fleet file's kinds, GPU faults included; `clear_gpu`
+  removes an instance's GPU faults) while serving.
 - `POST /local/schedules/{name}/fire`: deliver a schedule's firing now; moto stores schedules
   but never fires them.
 

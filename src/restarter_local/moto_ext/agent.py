@@ -5,7 +5,8 @@ Our EC2 adapter sends ``AWS-RunShellScript`` whose ``commands`` start with two m
     # restarter-op: <op>
     # restarter-args: <one-line JSON object>
 
-The agent does not run the script; it answers by ``op`` from the instance's simulated state.
+The agent does not run the script; it answers by ``op`` from the instance's simulated state
+(the GPUs' answers, ``health_check`` and ``reset_gpu``, come from ``gpu_sim.py``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .data import nvidia_smi_name
+from .gpu_sim import health_report, instance_gpus, reset_gpus
 from .state import AgentCommand, SimulatedAgentState
 
 OP_MARKER = "# restarter-op:"
@@ -28,7 +28,7 @@ RUN_PATCH_BASELINE = "AWS-RunPatchBaseline"
 
 # Typical durations (seconds) the invocations report in ExecutionElapsedTime.
 _TYPICAL_STOP_SECONDS = 12
-_ELAPSED = {"start_services": 8.0, "health_check": 2.0, RUN_PATCH_BASELINE: 95.0}
+_ELAPSED = {"start_services": 8.0, "health_check": 2.0, "reset_gpu": 14.0, RUN_PATCH_BASELINE: 95.0}
 CONTAINER_NAME = "restarter-workload"
 
 
@@ -86,28 +86,9 @@ def parse_markers(parameters: dict[str, Any] | None) -> tuple[str | None, dict[s
 
 
 def gpu_lines(ec2_backend: Any, instance: Any) -> list[str]:
-    """``nvidia-smi -L`` lines for the instance's type, from moto's DescribeInstanceTypes GpuInfo.
-
-    Fractional-GPU types (GpuInfo Count 0) show their LogicalGpuCount. UUIDs are stable per
-    instance and GPU index."""
-    try:
-        described = ec2_backend.describe_instance_types([instance.instance_type])
-    except Exception:
-        return []
-    lines: list[str] = []
-    for instance_type in described:
-        for gpu in (instance_type.get("GpuInfo") or {}).get("Gpus", []):
-            count = int(gpu.get("Count") or 0) or int(gpu.get("LogicalGpuCount") or 0)
-            name = nvidia_smi_name(gpu)
-            for _ in range(count):
-                index = len(lines)
-                lines.append(f"GPU {index}: {name} (UUID: {gpu_uuid(instance.id, index)})")
-    return lines
-
-
-def gpu_uuid(instance_id: str, index: int) -> str:
-    value = uuid.uuid5(uuid.NAMESPACE_URL, f"restarter-sim://{instance_id}/gpu/{index}")
-    return f"GPU-{value}"
+    """``nvidia-smi -L`` lines for the instance's type, from moto's DescribeInstanceTypes GpuInfo
+    (UUIDs stable per instance and GPU index)."""
+    return [f"GPU {g.slot}: {g.name} (UUID: {g.uuid})" for g in instance_gpus(ec2_backend, instance)]
 
 
 def _ports(args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -161,27 +142,63 @@ def _start_services(state: SimulatedAgentState, instance_id: str, args: dict[str
     return Outcome(stdout="\n".join(lines) + "\n", elapsed_seconds=_ELAPSED["start_services"])
 
 
-def health_check_stdout(state: SimulatedAgentState, ec2_backend: Any, instance: Any, args: dict[str, Any]) -> str:
-    gpus = gpu_lines(ec2_backend, instance)
-    lines = [f"gpus: {len(gpus)}", *(f"gpu: {gpu}" for gpu in gpus)]
-    container = state.containers.get(instance.id)
+def _workload_lines(state: SimulatedAgentState, instance_id: str, args: dict[str, Any]) -> list[str]:
+    """The workload section: `docker inspect`'s state and image, then each port probed where
+    clients connect (the published host port, see the EC2 adapter)."""
+    container = state.containers.get(instance_id)
     if container is None:
-        lines.append("container: missing")
+        lines = ["container: missing"]
     elif container["running"]:
-        lines.append(f"container: running {container['image']}")
+        lines = [f"container: running {container['image']}"]
     else:
-        lines.append(f"container: exited {container['image']}")
+        lines = [f"container: exited {container['image']}"]
     published = {_port_key(port) for port in (container["ports"] if container else [])}
     running = bool(container and container["running"])
-    for port in _ports(args):  # the script probes the published host port (see the EC2 adapter)
+    for port in _ports(args):
         protocol, number = _port_key(port)
         is_open = running and (protocol, number) in published
-        if state.is_port_closed(instance.id, number, protocol):
+        if state.is_port_closed(instance_id, number, protocol):
             is_open = False
         host_port = int(port.get("external_port") or number)
         lines.append(f"port: {protocol}/{host_port} {'open' if is_open else 'closed'}")
-    lines.extend(f"xid: {line}" for line in state.xid_lines(instance.id))
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _workload_running(state: SimulatedAgentState, instance_id: str) -> bool:
+    container = state.containers.get(instance_id)
+    return bool(container and container["running"])
+
+
+def health_check_stdout(state: SimulatedAgentState, ec2_backend: Any, instance: Any, args: dict[str, Any]) -> str:
+    """The sectioned health report (``restarter-health: 2``) of the instance's simulated GPUs."""
+    return health_report(
+        instance_gpus(ec2_backend, instance),
+        state.gpu_view(instance.id),
+        busy=_workload_running(state, instance.id),
+        workload=_workload_lines(state, instance.id, args),
+    )
+
+
+def _reset_gpu(state: SimulatedAgentState, ec2_backend: Any, instance: Any, args: dict[str, Any]) -> Outcome:
+    """`nvidia-smi -r`: refused while the workload holds the GPUs; a reset cures reset-class faults."""
+    result = reset_gpus(
+        instance_gpus(ec2_backend, instance),
+        state.gpu_view(instance.id),
+        busy=_workload_running(state, instance.id),
+        which=args.get("gpus", "all"),
+    )
+    if result.reset_slots:
+        state.reset_gpus(instance.id, set(result.reset_slots))
+    if result.rc != 0:
+        return Outcome(
+            status="Failed",
+            status_details="Failed",
+            response_code=result.rc,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            elapsed_seconds=_ELAPSED["reset_gpu"],
+        )
+    return Outcome(stdout=result.stdout, elapsed_seconds=_ELAPSED["reset_gpu"])
 
 
 def _patch_baseline(parameters: dict[str, Any]) -> Outcome:
@@ -256,6 +273,8 @@ def answer(
             stdout=health_check_stdout(state, ec2_backend, instance, args),
             elapsed_seconds=_ELAPSED["health_check"],
         )
+    elif op == "reset_gpu":
+        outcome = _reset_gpu(state, ec2_backend, instance, args)
     else:
         outcome = Outcome(stdout=f"{op}: done\n")
     outcome.plugin_name = plugin

@@ -4,7 +4,9 @@ moto's state stays its own (the final state, applied at once as moto does); the 
 keeps one ``Transition`` per instance, and the read paths (``Instance._state``, hence ``state``,
 ``state_code``, ``is_running``, filters and the serialized ``State``; ``instance_status`` /
 ``system_status``) show the current phase until it ends. The actions plan the transitions, and
-with timings set AWS's state rules apply (``IncorrectInstanceState``).
+with timings set AWS's state rules apply (``IncorrectInstanceState``). A reboot, and a start after
+a stop (EC2 moves the instance to a new host), record the instance's boot and cure the GPU faults
+that rung cures (``SimulatedAgentState.record_boot``, rules in ``gpu_sim.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from . import _runtime
 from .ec2_ext import NEVER_HEALTHY_INSTANCE_STATUS, NEVER_HEALTHY_SYSTEM_STATUS
 from .registry import adds, wraps
 from .state import SimulatedAgentState
-from .timing import CheckStatus, plan_transition
+from .timing import CheckStatus, Transition, plan_transition
 
 _Action = Callable[[Instance], InstanceState]  # Instance.start / stop / terminate
 _request = threading.local()
@@ -80,6 +82,12 @@ def _check_view(status: CheckStatus, state: SimulatedAgentState | None, instance
 # -- the instance actions -------------------------------------------------------------------------
 
 
+def _boots_at(planned: Transition | None) -> float:
+    """When the node's OS is up again (monotonic): the end of the transition's first phase
+    (pending, or a reboot's offline agent); now for moto's instant change."""
+    return planned.phases[0].until if planned is not None and planned.phases else time.monotonic()
+
+
 def _wrap_start(original_start: _Action) -> _Action:
     def start(self: Instance) -> InstanceState:
         state = _runtime.active_state()
@@ -98,6 +106,8 @@ def _wrap_start(original_start: _Action) -> _Action:
                 stuck = state.is_never_coming_back(self.id)
                 planned = plan_transition(state.timings, "start", now=time.monotonic(), stuck=stuck)
                 state.set_transition(self.id, planned)
+                if previous.name in ("stopped", "stopping"):  # a stop and start: a new host
+                    state.record_boot(self.id, "stop_start", _boots_at(planned))
             return previous
 
     return start
@@ -143,7 +153,9 @@ def _wrap_reboot(original_reboot: Callable[[Instance], None]) -> Callable[[Insta
             state.clear_transition(self.id)
             original_reboot(self)
             stuck = state.is_never_coming_back(self.id)
-            state.set_transition(self.id, plan_transition(state.timings, "reboot", now=time.monotonic(), stuck=stuck))
+            planned = plan_transition(state.timings, "reboot", now=time.monotonic(), stuck=stuck)
+            state.set_transition(self.id, planned)
+            state.record_boot(self.id, "reboot", _boots_at(planned))
         return None
 
     return reboot

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from .data import default_fatal_xid_line
+from .gpu_sim import GpuFault, GpuView, Rung, after_rung
 
 if TYPE_CHECKING:  # timing.py patches moto and imports this module
     from .timing import InstanceTimings, Phase, Transition
@@ -87,6 +88,8 @@ class SimulatedAgentState:
     _last_ping: dict[str, Any] = field(default_factory=dict, repr=False)
     _transitions: dict[str, Transition] = field(default_factory=dict, repr=False)
     _never_comes_back: set[str] = field(default_factory=set, repr=False)
+    _gpu_faults: dict[str, list[GpuFault]] = field(default_factory=dict, repr=False)
+    _boots: dict[str, float] = field(default_factory=dict, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # -- API throttling ------------------------------------------------------------------------
@@ -251,6 +254,55 @@ class SimulatedAgentState:
         with self._lock:
             return list(self._xids.get(instance_id, []))
 
+    # -- simulated GPUs (gpu_sim.py) ------------------------------------------------------------
+
+    def inject_gpu_fault(self, instance_id: str, fault: GpuFault) -> None:
+        """Health checks show ``fault`` on the instance until a strong enough recovery rung (a
+        ``reset_gpu`` command, a reboot, a stop and start) cures it or it is cleared."""
+        with self._lock:
+            self._gpu_faults.setdefault(instance_id, []).append(fault)
+
+    def clear_gpu_faults(self, instance_id: str) -> None:
+        with self._lock:
+            self._gpu_faults.pop(instance_id, None)
+
+    def gpu_faults(self, instance_id: str) -> list[GpuFault]:
+        with self._lock:
+            return list(self._gpu_faults.get(instance_id, []))
+
+    def record_boot(self, instance_id: str, rung: Rung, at: float) -> None:
+        """The instance boots at monotonic ``at`` after ``rung`` (a reboot, or a start after a
+        stop: a new host), which cures the faults that rung cures."""
+        with self._lock:
+            self._boots[instance_id] = at
+            self._cure(instance_id, rung, None)
+
+    def last_boot(self, instance_id: str) -> float | None:
+        """Monotonic time of the instance's last boot seen (None: none since launch)."""
+        with self._lock:
+            return self._boots.get(instance_id)
+
+    def reset_gpus(self, instance_id: str, slots: set[int]) -> None:
+        """``nvidia-smi -r`` reset these GPU slots: the reset-class faults on them are cured."""
+        with self._lock:
+            self._cure(instance_id, "reset_gpu", slots)
+
+    def _cure(self, instance_id: str, rung: Rung, slots: set[int] | None) -> None:
+        faults = self._gpu_faults.get(instance_id)
+        if faults:
+            self._gpu_faults[instance_id] = after_rung(faults, rung, slots)
+
+    def gpu_view(self, instance_id: str) -> GpuView:
+        """The instance's GPU faults as a command sees them now (simulated seconds at the timings' scale)."""
+        with self._lock:
+            return GpuView(
+                faults=tuple(self._gpu_faults.get(instance_id, [])),
+                now=time.monotonic(),
+                boot=self._boots.get(instance_id),
+                scale=self.timings.time_scale if self.timings is not None else 1.0,
+                legacy_xids=tuple(self._xids.get(instance_id, [])),
+            )
+
     def close_port(self, instance_id: str, port: int, protocol: str = "tcp") -> None:
         """Health checks on this instance report ``port`` (the container's internal port) closed."""
         with self._lock:
@@ -294,8 +346,8 @@ class SimulatedAgentState:
             return self._last_ping.setdefault(instance_id, now)
 
     def reset(self) -> None:
-        """Forget every fault, counter, container, log entry and running transition (instances
-        show moto's own state again); ``timings`` stays."""
+        """Forget every fault, counter, container, log entry, boot and running transition
+        (instances show moto's own state again); ``timings`` stays."""
         with self._lock:
             self.calls.clear()
             self.last_requests.clear()
@@ -311,3 +363,5 @@ class SimulatedAgentState:
             self._last_ping.clear()
             self._transitions.clear()
             self._never_comes_back.clear()
+            self._gpu_faults.clear()
+            self._boots.clear()

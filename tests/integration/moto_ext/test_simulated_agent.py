@@ -32,28 +32,39 @@ from tests.integration.moto_ext.harness import (
 # -- the simulated agent: our ops ---------------------------------------------------------------
 
 
+def _section(report: str, name: str) -> tuple[int, list[str]]:
+    """(rc, body lines) of one `### section <name> rc=<rc>` of a health report."""
+    lines = report.splitlines()
+    [start] = [i for i, line in enumerate(lines) if line.startswith(f"### section {name} rc=")]
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("###"))
+    return int(lines[start].rsplit("rc=", 1)[1]), lines[start + 1 : end]
+
+
+def _listed(report: str) -> list[str]:
+    """The `nvidia-smi -L` view of the gpus section: `GPU <index>: <name> (UUID: <uuid>)`."""
+    rows = [line.split(", ") for line in _section(report, "gpus")[1]]
+    return [f"GPU {row[0]}: {row[3]} (UUID: {row[2]})" for row in rows]
+
+
 def test_health_check_reports_gpus_from_the_instance_type(state: SimulatedAgentState, ec2: Any, ssm: Any) -> None:
     # given instances of three types
     [p5] = launch(ec2, "p5.48xlarge")
     [g5] = launch(ec2, "g5.xlarge")
     [cpu] = launch(ec2, "t3.micro")
     # when each runs the health check
-    p5_lines = health(ssm, p5).splitlines()
-    g5_lines = health(ssm, g5).splitlines()
-    cpu_lines = health(ssm, cpu).splitlines()
-    # then the GPU lines follow `nvidia-smi -L` with the type's GPUs
-    assert p5_lines[0] == "gpus: 8"
-    assert [line.split(" (UUID")[0] for line in p5_lines[1:9]] == [
-        f"gpu: GPU {i}: NVIDIA H100 80GB HBM3" for i in range(8)
-    ]
-    assert all(line.endswith(")") and "(UUID: GPU-" in line for line in p5_lines[1:9])
-    assert len({line.split("UUID: ")[1] for line in p5_lines[1:9]}) == 8
-    assert g5_lines[:2][0] == "gpus: 1"
-    assert g5_lines[1].startswith("gpu: GPU 0: NVIDIA A10G (UUID: GPU-")
-    assert cpu_lines[0] == "gpus: 0"
-    assert not any(line.startswith("gpu:") for line in cpu_lines)
+    p5_report, g5_report, cpu_report = health(ssm, p5), health(ssm, g5), health(ssm, cpu)
+    # then the gpus section lists the type's GPUs, one CSV row each
+    assert p5_report.startswith("restarter-health: 2\n### section gpus rc=0\n")
+    p5_gpus = _listed(p5_report)
+    assert [line.split(" (UUID")[0] for line in p5_gpus] == [f"GPU {i}: NVIDIA H100 80GB HBM3" for i in range(8)]
+    assert all("(UUID: GPU-" in line for line in p5_gpus)
+    assert len({line.split("UUID: ")[1] for line in p5_gpus}) == 8
+    [g5_gpu] = _listed(g5_report)
+    assert g5_gpu.startswith("GPU 0: NVIDIA A10G (UUID: GPU-")
+    # and an instance without GPUs has no nvidia-smi
+    assert _section(cpu_report, "gpus") == (127, ["nvidia-smi: command not found"])
     # and the UUIDs are stable between checks
-    assert health(ssm, p5).splitlines()[1:9] == p5_lines[1:9]
+    assert _listed(health(ssm, p5)) == p5_gpus
 
 
 def test_a_command_reaches_only_the_instances_it_names(state: SimulatedAgentState, ec2: Any, ssm: Any) -> None:
@@ -86,7 +97,7 @@ def test_start_health_stop_cycle_tracks_the_container(state: SimulatedAgentState
     # when nothing was started yet
     before = health(ssm, instance_id)
     # then the container is missing and its port closed
-    assert before.splitlines()[9:] == ["container: missing", "port: tcp/80 closed"]
+    assert _section(before, "workload") == (0, ["container: missing", "port: tcp/80 closed"])
 
     # when the services start
     started = run(
@@ -102,12 +113,10 @@ def test_start_health_stop_cycle_tracks_the_container(state: SimulatedAgentState
     assert len(lines[-2]) == 64
     int(lines[-2], 16)
     assert state.containers[instance_id] == {"image": IMAGE, "ports": PORTS, "running": True}
-    # and the health check shows it running with the port open
-    assert health(ssm, instance_id) == (
-        "gpus: 8\n"
-        + "".join(f"gpu: {line}\n" for line in _gpu_lines(health(ssm, instance_id)))
-        + f"container: running {IMAGE}\nport: tcp/80 open\n"
-    )
+    # and the health check shows it running with the port open, a process on every GPU
+    running = health(ssm, instance_id)
+    assert _section(running, "workload") == (0, [f"container: running {IMAGE}", "port: tcp/80 open"])
+    assert len(_section(running, "processes")[1]) == 8
 
     # when the services stop
     stopped = run(ssm, instance_id, "stop_services", {"grace_seconds": 30})
@@ -115,11 +124,9 @@ def test_start_health_stop_cycle_tracks_the_container(state: SimulatedAgentState
     assert stopped["Status"] == "Success"
     assert stopped["StandardOutputContent"] == "restarter-workload\nstopped services within 30s\n"
     assert state.containers[instance_id]["running"] is False
-    assert health(ssm, instance_id).splitlines()[9:] == [f"container: exited {IMAGE}", "port: tcp/80 closed"]
-
-
-def _gpu_lines(report: str) -> list[str]:
-    return [line.removeprefix("gpu: ") for line in report.splitlines() if line.startswith("gpu: ")]
+    stopped_report = health(ssm, instance_id)
+    assert _section(stopped_report, "workload") == (0, [f"container: exited {IMAGE}", "port: tcp/80 closed"])
+    assert _section(stopped_report, "processes") == (0, [])
 
 
 def test_health_check_reports_closed_ports_and_unpublished_ports(
@@ -133,10 +140,10 @@ def test_health_check_reports_closed_ports_and_unpublished_ports(
     ports = [*PORTS, {"internal_port": 9090, "external_port": 9090, "protocol": "tcp"}]
     report = health(ssm, instance_id, ports)
     # then both are closed, each reported by the host port the check probes
-    assert report.splitlines()[-2:] == ["port: tcp/80 closed", "port: tcp/9090 closed"]
+    assert _section(report, "workload")[1][-2:] == ["port: tcp/80 closed", "port: tcp/9090 closed"]
     # and re-opening the port opens it
     state.open_port(instance_id, 8080)
-    assert "port: tcp/80 open" in health(ssm, instance_id).splitlines()
+    assert "port: tcp/80 open" in _section(health(ssm, instance_id), "workload")[1]
 
 
 def test_health_check_reports_injected_xid_lines(state: SimulatedAgentState, ec2: Any, ssm: Any) -> None:
@@ -145,14 +152,14 @@ def test_health_check_reports_injected_xid_lines(state: SimulatedAgentState, ec2
     state.inject_xid(instance_id)
     state.inject_xid(instance_id, xid_line(119))
     # when the health check runs
-    report = health(ssm, instance_id).splitlines()
-    # then the kernel lines are reported, the default being a real Xid 79 line
-    assert report[-2:] == [f"xid: {default_fatal_xid_line()}", f"xid: {xid_line(119)}"]
+    report = health(ssm, instance_id)
+    # then the kernel section has the lines, the default being a real Xid 79 line
+    assert _section(report, "kernel") == (0, [default_fatal_xid_line(), xid_line(119)])
     assert "NVRM: Xid (PCI:0000:91:00): 79," in default_fatal_xid_line()
     assert "GPU has fallen off the bus" in default_fatal_xid_line()
     # and clearing removes them
     state.clear_xid(instance_id)
-    assert not any(line.startswith("xid:") for line in health(ssm, instance_id).splitlines())
+    assert _section(health(ssm, instance_id), "kernel") == (0, [])
 
 
 def test_failed_command_reports_exit_code_and_stderr(state: SimulatedAgentState, ec2: Any, ssm: Any) -> None:
@@ -298,7 +305,7 @@ def test_list_command_invocations_with_details(state: SimulatedAgentState, ec2: 
         "Success",
         0,
     )
-    assert good_plugin["Output"].startswith("gpus: 1\ngpu: GPU 0: NVIDIA A10G")
+    assert good_plugin["Output"].startswith("restarter-health: 2\n### section gpus rc=0\n0, 00000000:10:1C.0, GPU-")
     assert (by_id[bad]["Status"], bad_plugin["ResponseCode"]) == ("Failed", 1)
     assert bad_plugin["Output"] == "\n----------ERROR-------\nboom\n"
     # and without details, or filtered by instance, the shape follows the API
