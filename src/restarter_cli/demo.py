@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from restarter_cli.demo_ladder import gpu_recovery_ladder
 from restarter_cli.local import quiet_logs
 from restarter_cli.output import EXIT_OK, EXIT_RESTART_FAILED, bar, fail, print_json
 
@@ -170,7 +171,7 @@ def run_demo(time_scale: float, as_json: bool, deadline_seconds: float = DEFAULT
         with LocalAws(time_scale=time_scale, realistic=True) as aws:
             _run_cases(aws, results, as_json, deadline)
     except DemoDeadlineError as exc:
-        fail(f"{exc}; finished so far: {len(results)} of {len(DEMO_CASES) + 1} (try a larger --time-scale)")
+        fail(f"{exc}; finished so far: {len(results)} of {len(DEMO_CASES) + 2} (try a larger --time-scale)")
         if as_json:
             print_json({"ok": False, "deadline_passed": True, "results": results})
         return EXIT_RESTART_FAILED
@@ -251,6 +252,7 @@ def _run_cases(aws: Any, results: list[dict[str, Any]], as_json: bool, deadline:
                 "error": current.error.message if current.error else None,
             }
         )
+    results.append(gpu_recovery_ladder(aws, gateway, api_key, as_json, deadline))
     results.append(scheduled_rollout(aws, gateway, api_key, as_json, deadline))
 
 

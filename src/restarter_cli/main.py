@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             "start a rollout from a spec file, show one, or resume one (in a later window): "
             "rollout start FILE | rollout status ID | rollout resume ID [--window-minutes N]",
         ),
+        ("health", "a cluster's GPU health: the last report of every instance (--check: run one now)"),
         (
             "schedule",
             "scheduled rollouts: schedule create NAME --expression ... | schedule list | schedule delete NAME",
@@ -128,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--name-pattern", help="targets by name glob, e.g. 'ml-*'")
             sub.add_argument("--request", help="JSON file: the restart request each cluster gets")
             sub.add_argument("--max-concurrency", type=int)
+        elif name == "health":
+            sub.add_argument("cluster_id")
+            sub.add_argument("--check", action="store_true", help="run a health check now and show its reports")
+            sub.add_argument("--wait-seconds", type=float, default=120.0, help="--check: how long to wait for it")
         elif name == "status":
             sub.add_argument("restart_id")
             sub.add_argument("--watch", action="store_true", help="show progress until the restart ends")
@@ -167,6 +172,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from restarter_cli import local
 
         return {"serve": local.run_serve, "invoke": local.run_invoke, "fault": local.run_fault}[args.command](args)
+    if args.command == "health":
+        from restarter_cli.health import run_health
+
+        return run_health(args)
     from restarter_cli import remote
 
     runners = {

@@ -84,6 +84,7 @@ class LocalAws:
         # turns it off
         self.deliver_execution_events = True
         self.execution_events: list[dict[str, Any]] = []
+        self.execution_events_handled = 0
         self._fresh_simulation(realistic)
 
     def _fresh_simulation(self, realistic: bool) -> None:
@@ -155,6 +156,8 @@ class LocalAws:
         one engine: a reset takes ~0.2 s where the first start of a process takes ~1.5 s.
         `time_scale` and `realistic` default to the engine's current ones."""
         self.stop()
+        self.deliver_execution_events = True
+        self.execution_events, self.execution_events_handled = [], 0
         if time_scale is not None:
             self.time_scale = time_scale
         self._fresh_simulation(self.agent.timings is not None if realistic is None else realistic)
@@ -286,8 +289,16 @@ class LocalAws:
             "detail": detail,
         }
         self.execution_events.append(event)
-        with self.clock.invocation(), self.clock.bound_to(None):
-            self.registry.invoke(EXECUTION_ENDED_FUNCTION, event)
+        try:
+            with self.clock.invocation(), self.clock.bound_to(None):
+                self.registry.invoke(EXECUTION_ENDED_FUNCTION, event)
+        finally:
+            self.execution_events_handled += 1
+
+    @property
+    def execution_events_pending(self) -> bool:
+        """A status change is still being handled (what it starts may not have started yet)."""
+        return self.execution_events_handled < len(self.execution_events)
 
     def executions(self) -> list[dict[str, Any]]:
         assert self.settings and self.settings.state_machine_arn

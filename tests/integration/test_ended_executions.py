@@ -24,6 +24,12 @@ Seed = Callable[..., Cluster]
 Run = Callable[..., RestartOutcome]
 
 
+@pytest.fixture(autouse=True)
+def manual_delivery(aws: LocalAws) -> None:
+    """These tests deliver the status changes themselves (the engine's own rule is off)."""
+    aws.deliver_execution_events = False
+
+
 def start_restart_that_hangs(aws: LocalAws, cluster: Cluster) -> RestartRecord:
     """A restart stuck in `starting_services`: its first instance never passes status checks."""
     assert aws.deps is not None
