@@ -1,7 +1,7 @@
 """The cure rules of the simulated GPU faults (``restarter_local.moto_ext.gpu_sim``): each fault is
 cured by the recovery rung NVIDIA's Xid catalog and memory-error guide name for it, or a stronger one
 (reset_gpu < reboot < stop_start); some by none. What the rungs do through EC2 and SSM is tested in
-tests/integration/moto_ext/test_simulated_gpu_faults.py.
+test_simulated_gpu_faults.py beside this file.
 """
 
 from __future__ import annotations
