@@ -112,10 +112,14 @@ class Fault(BaseModel):
         for name in required.get(self.kind, ("cluster_id",)):
             if getattr(self, name) is None:
                 raise ValueError(f"`{name}` is required for a {self.kind} fault")
-        only_for = {"gpu": GPU_FAULT_KINDS, "xid": ("xid",), "late_seconds": ("gpu_missing",)}
-        for name, kinds in only_for.items():
+        only_for = {
+            "gpu": (f"a GPU fault ({', '.join(GPU_FAULT_KINDS)})", GPU_FAULT_KINDS),
+            "xid": ("an xid fault", ("xid",)),
+            "late_seconds": ("a gpu_missing fault", ("gpu_missing",)),
+        }
+        for name, (label, kinds) in only_for.items():
             if getattr(self, name) is not None and self.kind not in kinds:
-                raise ValueError(f"`{name}` is only for a {' or '.join(kinds)} fault, not {self.kind}")
+                raise ValueError(f"`{name}` is only for {label}, not {self.kind}")
         return self
 
 
