@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import Any, Protocol
 
 from .state import SimulatedAgentState
@@ -23,6 +24,7 @@ class SimulatedClock(Protocol):
 
     scale: float
 
+    def now(self) -> datetime: ...
     def invocation(self) -> AbstractContextManager[None]: ...
     def bound_to(self, key: str | None) -> AbstractContextManager[None]: ...
     def begin(self, key: str) -> None: ...

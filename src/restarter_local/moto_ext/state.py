@@ -259,6 +259,7 @@ class SimulatedAgentState:
     def inject_gpu_fault(self, instance_id: str, fault: GpuFault) -> None:
         """Health checks show ``fault`` on the instance until a strong enough recovery rung (a
         ``reset_gpu`` command, a reboot, a stop and start) cures it or it is cleared."""
+        fault.injected_at = self._simulated_seconds()
         with self._lock:
             self._gpu_faults.setdefault(instance_id, []).append(fault)
 
@@ -273,12 +274,14 @@ class SimulatedAgentState:
     def record_boot(self, instance_id: str, rung: Rung, at: float) -> None:
         """The instance boots at monotonic ``at`` after ``rung`` (a reboot, or a start after a
         stop: a new host), which cures the faults that rung cures."""
+        # on the simulated clock: now, plus what is left of the boot (realistic timings)
+        booted = self._simulated_seconds() + max(0.0, at - time.monotonic()) * self._timing_scale()
         with self._lock:
-            self._boots[instance_id] = at
+            self._boots[instance_id] = booted
             self._cure(instance_id, rung, None)
 
     def last_boot(self, instance_id: str) -> float | None:
-        """Monotonic time of the instance's last boot seen (None: none since launch)."""
+        """Simulated time (seconds) of the instance's last boot seen (None: none since launch)."""
         with self._lock:
             return self._boots.get(instance_id)
 
@@ -293,15 +296,28 @@ class SimulatedAgentState:
             self._gpu_faults[instance_id] = after_rung(faults, rung, slots)
 
     def gpu_view(self, instance_id: str) -> GpuView:
-        """The instance's GPU faults as a command sees them now (simulated seconds at the timings' scale)."""
+        """The instance's GPU faults as a command sees them now. Times are the engine's simulated
+        seconds (a restart's Wait states move them), so "late by 300 s" means 300 s of the restart."""
+        now = self._simulated_seconds()
         with self._lock:
             return GpuView(
                 faults=tuple(self._gpu_faults.get(instance_id, [])),
-                now=time.monotonic(),
+                now=now,
                 boot=self._boots.get(instance_id),
-                scale=self.timings.time_scale if self.timings is not None else 1.0,
+                scale=1.0,
                 legacy_xids=tuple(self._xids.get(instance_id, [])),
             )
+
+    def _timing_scale(self) -> float:
+        return self.timings.time_scale if self.timings is not None else 1.0
+
+    @staticmethod
+    def _simulated_seconds() -> float:
+        """The engine's clock as seconds (the restart's own when called for one), else real time."""
+        from ._runtime import active_clock
+
+        clock = active_clock()
+        return clock.now().timestamp() if clock is not None else time.monotonic()
 
     def close_port(self, instance_id: str, port: int, protocol: str = "tcp") -> None:
         """Health checks on this instance report ``port`` (the container's internal port) closed."""

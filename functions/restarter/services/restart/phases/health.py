@@ -38,6 +38,8 @@ MAX_CHECKS = 8
 
 class HealthState(CommandState):
     first_checked_at: str | None = None
+    # when the command being collected was sent: the report is the node as it was then
+    sent_at: str | None = None
     checks: int = 0
     # what the last check found (shown when a restart is explained)
     last_problems: dict[str, Any] | None = None
@@ -50,14 +52,7 @@ def health_checks(ctx: PhaseContext[HealthState]) -> bool:
     now = ctx.now()
     state.first_checked_at = state.first_checked_at or format_time(now)
     if state.command_id is None:
-        not_ok = [i.instance_id for i in ctx.instances() if not i.status_checks_ok]
-        offline = [iid for iid, ok in ctx.provider.agents_online(cluster.instance_ids).items() if not ok]
-        if not_ok or offline:
-            return _settle(ctx, {"status_checks_failed": not_ok, "ssm_agent_offline": offline}, [])
-        expected = _expectation(ctx)
-        state.command_id = send_health_command(ctx.provider, cluster, expected)
-        state.instances = list(cluster.instance_ids)
-        return False
+        return _send(ctx)
     invocations = ctx.provider.command_invocations(state.command_id, state.instances)
     if any(i.pending for i in invocations):
         return False
@@ -78,7 +73,22 @@ def health_checks(ctx: PhaseContext[HealthState]) -> bool:
         store_reports(ctx.health, records)
         return True
     state.command_id = None
-    return _settle(ctx, {"problems": problems}, records)
+    _settle(ctx, {"problems": problems}, records)
+    return _send(ctx)  # look again at once: the next poll collects it
+
+
+def _send(ctx: PhaseContext[HealthState]) -> bool:
+    """Send the health command once the instances can take it (else wait, within the window)."""
+    state, cluster = ctx.state, ctx.cluster
+    not_ok = [i.instance_id for i in ctx.instances() if not i.status_checks_ok]
+    offline = [iid for iid, ok in ctx.provider.agents_online(cluster.instance_ids).items() if not ok]
+    if not_ok or offline:
+        state.sent_at = None
+        return _settle(ctx, {"status_checks_failed": not_ok, "ssm_agent_offline": offline}, [])
+    state.command_id = send_health_command(ctx.provider, cluster, _expectation(ctx))
+    state.instances = list(cluster.instance_ids)
+    state.sent_at = format_time(ctx.now())
+    return False
 
 
 def _blocking(node: NodeHealthRecord) -> list[Finding]:
@@ -94,7 +104,9 @@ def _settle(ctx: PhaseContext[HealthState], problems: dict[str, Any], records: l
     state.last_problems = problems
     definitive = [f for node in records for f in _blocking(node) if f.code not in SETTLING_CODES]
     assert state.first_checked_at is not None
-    waited = (ctx.now() - parse_time(state.first_checked_at)).total_seconds()
+    # how long the node has had to come up, as the failed report saw it
+    seen_at = parse_time(state.sent_at) if state.sent_at and records else ctx.now()
+    waited = (seen_at - parse_time(state.first_checked_at)).total_seconds()
     if definitive or waited >= SETTLE_SECONDS or state.checks >= MAX_CHECKS:
         store_reports(ctx.health, records)
         details = {**problems, "checks": state.checks, "waited_seconds": int(waited)}
