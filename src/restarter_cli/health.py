@@ -77,9 +77,14 @@ def _print_node(node: dict[str, Any]) -> None:
             f"row remap pending {_n(gpu.get('remapped_rows_pending'))} failure {_n(gpu.get('remapped_rows_failure'))}"
         )
     for finding in assessment.get("findings", []):
-        where = f"GPU {finding['gpu_index']} " if finding.get("gpu_index") is not None else ""
-        count = f" x{finding['count']}" if finding.get("count", 1) > 1 else ""
-        print(f"    [{finding['action']}] {finding['code']} {where}{count}: {finding['summary']}")
+        where = [finding["code"]]
+        if finding.get("gpu_index") is not None:
+            where.append(f"GPU {finding['gpu_index']}")
+        elif finding.get("pci_bus_id"):
+            where.append(f"PCI {finding['pci_bus_id']}")  # e.g. a GPU that fell off the bus
+        if finding.get("count", 1) > 1:
+            where.append(f"x{finding['count']}")
+        print(f"    [{finding['action']}] {' '.join(where)}: {finding['summary']}")
         print(f"        evidence: {finding['evidence'].splitlines()[0] if finding.get('evidence') else '-'}")
 
 
