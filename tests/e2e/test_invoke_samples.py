@@ -107,6 +107,18 @@ def check_queued_rollout(output: Output) -> None:
     restarted("cluster_abc123", "cluster_prod01")(output)
 
 
+def check_health(output: Output) -> None:
+    assert output["result"]["statusCode"] == 200, output["result"]
+    data = body(output)["data"]
+    assert data["cluster_id"] == "cluster_abc123" and data["verdict"] in ("unknown", "healthy")
+
+
+def check_health_check(output: Output) -> None:
+    assert output["result"]["statusCode"] == 202, output["result"]
+    data = body(output)["data"]
+    assert data["check_id"].startswith("hc_") and data["expected_gpus"] == 8  # the seed's p4d.24xlarge
+
+
 def check_started(output: Output) -> None:
     assert output["result"]["success"] is True
     restarted("cluster_abc123")(output)
@@ -129,6 +141,8 @@ SAMPLES: dict[str, tuple[str, int, Callable[[Output], None]]] = {
     "alarm_state_change_ok.json": ("AlarmRecoveryFunction", 0, check_alarm("ignored")),
     "api_cancel_restart.json": ("ApiFunction", 0, check_cancel),
     "api_get_cluster.json": ("ApiFunction", 0, check_api(200)),
+    "api_cluster_health.json": ("ApiFunction", 0, check_health),
+    "api_health_check.json": ("ApiFunction", 0, check_health_check),
     "api_restart_basic.json": ("ApiFunction", 0, check_api(200, "cluster_abc123")),
     "api_restart_config_updates.json": ("ApiFunction", 0, check_api(200, "cluster_abc123")),
     "api_restart_force_snapshot.json": ("ApiFunction", 0, check_api(200, "cluster_abc123")),
