@@ -19,8 +19,8 @@ from restarter.domain.circuit_breaker import (
     evaluate_breaker,
     pause,
 )
-from restarter.domain.gpu.records import worst_of
-from restarter.domain.models import Cluster, RestartRecord, format_time
+from restarter.domain.gpu.records import NodeHealthRecord, worst_of
+from restarter.domain.models import Cluster, RestartRecord, format_time, parse_time
 from restarter.domain.node_recovery import NEEDS_REPLACEMENT_EVENT, RungDecision, choose_rung, holds_local_state
 from restarter.domain.recovery import (
     FAILED_RESTART_STATUSES,
@@ -36,6 +36,8 @@ CIRCUIT_OPEN_EVENT = "Recovery Circuit Open"
 CIRCUIT_CLOSED_EVENT = "Recovery Circuit Closed"
 CONTINUE_SUFFIX = ":ladder"
 RESUME_SUFFIX = ":resumed"
+# a health report older than this does not pick a rung (the node may have changed since)
+HEALTH_REPORT_MAX_AGE = timedelta(hours=24)
 # optimistic writes of the breaker state: tries before giving up on this delivery (it is retried)
 BREAKER_WRITE_TRIES = 5
 
@@ -61,7 +63,7 @@ def choose_node_rung(
     cooldown: timedelta,
 ) -> RungDecision | None:
     """None when neither the GPUs' last health report nor a previous rung calls for the ladder."""
-    worst = worst_of(service.deps.health.reports(cluster.id))
+    worst = worst_of(current_reports(service, cluster, now))
     climbing = previous is not None and (
         previous_status in FAILED_RESTART_STATUSES or within_cooldown(previous, now, cooldown)
     )
@@ -73,15 +75,35 @@ def choose_node_rung(
     )
 
 
+def current_reports(service: AlarmRecoveryDependencies, cluster: Cluster, now: datetime) -> list[NodeHealthRecord]:
+    """The reports recovery goes by: of the cluster's instances today, taken within a day."""
+    since = now - HEALTH_REPORT_MAX_AGE
+    return [
+        r
+        for r in service.deps.health.reports(cluster.id)
+        if r.instance_id in cluster.instance_ids and parse_time(r.taken_at) >= since
+    ]
+
+
 def needs_replacement(
     service: AlarmRecoveryDependencies, alarm: AlarmTransition, cluster: Cluster, decision: RungDecision
 ) -> RecoveryOutcome:
     """The top of the ladder: announce it and mark the cluster `error` with the reason."""
     deps = service.deps
+    if cluster.current_restart_id is not None:  # never mark a cluster that a restart holds
+        return RecoveryOutcome(
+            "refused",
+            alarm.alarm_name,
+            alarm.event_id,
+            cluster_id=cluster.id,
+            rung="replace",
+            reasons=[*decision.reasons, f"restart {cluster.current_restart_id} is in progress"],
+            error_code="INVALID_STATE",
+        )
     reason = decision.refused or "the node ladder is exhausted: the GPU node needs replacement"
     findings = [
         {"instance_id": r.instance_id, "code": f.code, "action": f.action, "gpu_index": f.gpu_index}
-        for r in deps.health.reports(cluster.id)
+        for r in current_reports(service, cluster, deps.clock.now())
         for f in r.findings
         if f.action != "report"
     ]
