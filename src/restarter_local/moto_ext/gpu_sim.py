@@ -48,6 +48,7 @@ NO_DRIVER = (
 NO_DRIVER_RC = 9
 NO_DEVICES, NO_DEVICES_RC = "No devices were found", 6
 NOT_INSTALLED = "nvidia-smi: command not found"
+BAD_ARGUMENTS = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help."
 IDLE_MASK, BUSY_MASK = "0x0000000000000001", "0x0000000000000000"  # clocks event reasons: gpu_idle / none
 NA = "[N/A]"
 
@@ -231,8 +232,9 @@ def instance_gpus(ec2_backend: Any, instance: Any) -> list[SimGpu]:
 
 @dataclass(frozen=True)
 class GpuView:
-    """The instance's faults as a command sees them at monotonic time ``now``; ``boot``: the
-    monotonic time of its last boot (None: none seen); ``scale``: simulated seconds per real one."""
+    """The instance's faults as a command sees them at time ``now``; ``boot``: the time of its
+    last boot (None: none seen); ``scale``: simulated seconds per unit of those times (the
+    agent's state gives the engine's simulated seconds, scale 1)."""
 
     faults: tuple[GpuFault, ...]
     now: float
@@ -364,10 +366,10 @@ def health_report(
             lines += _section("gpus", NO_DRIVER_RC, failing) + _section("gpus-xml", NO_DRIVER_RC, failing)
             lines += _section("nvlink", NO_DRIVER_RC, failing) + _section("processes", NO_DRIVER_RC, failing)
             driver = cuda = ""
-        elif not visible:
-            lines += _section("gpus", NO_DEVICES_RC, [NO_DEVICES]) + _section("gpus-xml", NO_DEVICES_RC, [NO_DEVICES])
-            lines += _section("nvlink", NO_DEVICES_RC, [NO_DEVICES]) + _section("processes", 0, [])
-            driver, cuda = gpus[0].model.driver, gpus[0].model.cuda
+        elif not visible:  # every nvidia-smi query fails alike; the script reads the versions from it too
+            for name in ("gpus", "gpus-xml", "nvlink", "processes"):
+                lines += _section(name, NO_DEVICES_RC, [NO_DEVICES])
+            driver = cuda = ""
         else:
             lines += _section("gpus", 0, [_csv_line(i, gpu, view, busy) for i, gpu in enumerate(visible)])
             lines += _section(
@@ -403,14 +405,18 @@ class ResetResult:
 
 
 def reset_gpus(gpus: list[SimGpu], view: GpuView, *, busy: bool, which: object = "all") -> ResetResult:
-    """What `nvidia-smi -r` answers; ``reset_slots`` are the GPUs it reset (cures apply to them)."""
+    """What `nvidia-smi -r` answers; ``which``: "all" or a list of (visible) GPU indices;
+    ``reset_slots`` are the GPUs it reset (cures apply to them)."""
     if not gpus:
         return ResetResult(127, stderr=f"{NOT_INSTALLED}\n")
     if view.no_driver:
         return ResetResult(NO_DRIVER_RC, stdout=f"{NO_DRIVER}\n")
     visible = [gpu for gpu in gpus if not view.missing(gpu.slot)]
-    if isinstance(which, list):
-        wanted = {int(index) for index in which}
+    if which != "all":
+        try:
+            wanted = {int(index) for index in which}  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            return ResetResult(2, stderr=f"{BAD_ARGUMENTS}\n")
         visible = [gpu for index, gpu in enumerate(visible) if index in wanted]
     if not visible:
         return ResetResult(NO_DEVICES_RC, stdout=f"{NO_DEVICES}\n")

@@ -311,13 +311,13 @@ class SimulatedAgentState:
     def _timing_scale(self) -> float:
         return self.timings.time_scale if self.timings is not None else 1.0
 
-    @staticmethod
-    def _simulated_seconds() -> float:
-        """The engine's clock as seconds (the restart's own when called for one), else real time."""
+    def _simulated_seconds(self) -> float:
+        """The engine's clock as seconds (the restart's own when called for one); without an
+        engine, real time at the timings' scale (the scale the transitions run at)."""
         from ._runtime import active_clock
 
         clock = active_clock()
-        return clock.now().timestamp() if clock is not None else time.monotonic()
+        return clock.now().timestamp() if clock is not None else time.monotonic() * self._timing_scale()
 
     def close_port(self, instance_id: str, port: int, protocol: str = "tcp") -> None:
         """Health checks on this instance report ``port`` (the container's internal port) closed."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from restarter_local.moto_ext import InstanceTimings, SimulatedAgentState, default_fatal_xid_line, xid_line
+from restarter_local.moto_ext import InstanceTimings, SimulatedAgentState, _runtime, default_fatal_xid_line, xid_line
 from restarter_local.moto_ext.data import A100_XML, H100_CAPTURE
 from restarter_local.moto_ext.gpu_sim import GpuFault
 from tests.integration.moto_ext.harness import IMAGE, PORTS, health, launch, run
@@ -306,6 +306,14 @@ def test_a_missing_gpu_without_lateness_comes_back_only_on_a_new_host(
     assert len(rows(health(ssm, instance_id))) == 8
 
 
+@pytest.fixture
+def no_engine_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No engine's clock (one an earlier test's engine left active): GPU times are real seconds at
+    the timings' scale."""
+    monkeypatch.setattr(_runtime, "_clock", [None])
+
+
+@pytest.mark.usefixtures("no_engine_clock")
 def test_a_late_gpu_appears_late_seconds_after_each_boot(state: SimulatedAgentState, ec2: Any, ssm: Any) -> None:
     # given GPU 3 late by 0.8 simulated seconds (real seconds: no timings)
     [instance_id] = launch(ec2, "p4d.24xlarge")
@@ -322,6 +330,7 @@ def test_a_late_gpu_appears_late_seconds_after_each_boot(state: SimulatedAgentSt
         assert len(rows(health(ssm, instance_id))) == 8
 
 
+@pytest.mark.usefixtures("no_engine_clock")
 def test_lateness_counts_simulated_seconds_from_the_end_of_a_timed_reboot(
     state: SimulatedAgentState, ec2: Any, ssm: Any
 ) -> None:
@@ -380,6 +389,26 @@ def test_gpu_reset_is_refused_while_the_workload_runs_then_cures_reset_class_fau
     # and a new host has a clean GPU: the aggregate count is gone too
     stop_start(ec2, instance_id)
     assert rows(health(ssm, instance_id))[0]["ecc.errors.uncorrected.aggregate.total"] == "0"
+
+
+def test_a_node_whose_only_gpu_is_missing_finds_no_devices_and_a_reset_names_its_gpus(
+    state: SimulatedAgentState, ec2: Any, ssm: Any
+) -> None:
+    # given a g5.xlarge whose one GPU is missing, and a p4d
+    [single], [eight] = launch(ec2, "g5.xlarge"), launch(ec2, "p4d.24xlarge")
+    state.inject_gpu_fault(single, GpuFault("gpu_missing"))
+    # when the single-GPU node runs the health check and a reset, then nvidia-smi finds no devices
+    report = health(ssm, single)
+    for name in ("gpus", "gpus-xml", "nvlink", "processes"):
+        assert section(report, name) == (6, ["No devices were found"])
+    assert reset(ssm, single)["ResponseCode"] == 6
+    # and on the p4d a reset of GPUs 1 and 3 resets those only; bad indices are refused like nvidia-smi
+    done = run(ssm, eight, "reset_gpu", {"gpus": [1, 3]})["StandardOutputContent"]
+    assert (
+        done
+        == "GPU 00000000:10:1D.0 was successfully reset.\nGPU 00000000:20:1D.0 was successfully reset.\nAll done.\n"
+    )
+    assert run(ssm, eight, "reset_gpu", {"gpus": ["x"]})["ResponseCode"] == 2
 
 
 # -- read by the Lambda's parser ------------------------------------------------------------------
