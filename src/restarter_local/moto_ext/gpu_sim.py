@@ -119,7 +119,7 @@ class GpuFault:
     gpu: int = 0
     xid: int | None = None
     late_seconds: float | None = None
-    injected_at: float = field(default_factory=time.monotonic)
+    injected_at: float = field(default_factory=time.monotonic)  # inject_gpu_fault sets it on the state's clock
     booted: bool = False
     residue: bool = False
 
