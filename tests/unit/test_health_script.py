@@ -80,3 +80,21 @@ def test_given_a_node_without_nvidia_smi_when_the_script_runs_then_it_answers_no
     assert not assessment.ready
     assert "no_driver" in [f.code for f in assessment.findings]
     assert stdout.rstrip().endswith("### end")
+
+
+NO_DRIVER = (
+    "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+    "Make sure that the latest NVIDIA driver is installed and running."
+)
+FAILING_DRIVER = f'#!/bin/sh\necho "{NO_DRIVER}"\nexit 9\n'  # what nvidia-smi says without its driver
+
+
+def test_given_a_driver_that_does_not_answer_when_the_script_runs_then_no_driver_and_no_version(
+    tmp_path: Path,
+) -> None:
+    stdout = run_health_script(tmp_path, {"nvidia-smi": FAILING_DRIVER, "docker": DOCKER})
+
+    assessment = assess_node("i-1", parse_health_output(stdout), GpuExpectation(count=8, model="A100"))
+
+    assert "no_driver" in [f.code for f in assessment.findings] and not assessment.ready
+    assert assessment.driver_version is None and assessment.cuda_version is None

@@ -119,8 +119,11 @@ def _health_script(args: dict[str, Any]) -> list[str]:
     for name, seconds, command in HEALTH_SCRIPT_PROBES:
         lines += [f'  out=$(timeout {seconds} {command} 2>&1); section {name} $? "$out"']
     lines += [
-        "  driver=$(timeout 20 nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1)",
-        "  cuda=$(timeout 20 nvidia-smi 2>/dev/null | grep -o 'CUDA Version: [0-9.]*' | grep -o '[0-9.]*$')",
+        # a failing nvidia-smi prints its failure on stdout: no version then
+        "  driver=$(timeout 20 nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null) || driver=''",
+        '  driver=$(printf "%s\\n" "$driver" | head -n 1)',
+        "  cuda=$(timeout 20 nvidia-smi 2>/dev/null) || cuda=''",
+        "  cuda=$(printf '%s\\n' \"$cuda\" | grep -o 'CUDA Version: [0-9.]*' | grep -o '[0-9.]*$')",
         '  section versions 0 "driver_version: $driver"$\'\\n\'"cuda_version: $cuda"',
         "else",
         "  section gpus 127 'nvidia-smi: command not found'",
