@@ -98,3 +98,19 @@ def test_given_a_driver_that_does_not_answer_when_the_script_runs_then_no_driver
 
     assert "no_driver" in [f.code for f in assessment.findings] and not assessment.ready
     assert assessment.driver_version is None and assessment.cuda_version is None
+
+
+def test_given_an_xid_in_the_kernel_log_since_boot_when_the_script_runs_then_it_is_a_finding(tmp_path: Path) -> None:
+    line = (
+        "[6781741.548779] NVRM: Xid (PCI:0000:10:1c): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus."
+    )
+    journal = f"#!/bin/sh\necho 'kernel: unrelated line'\necho \"{line}\"\n"
+    stdout = run_health_script(
+        tmp_path, {"nvidia-smi": NVIDIA_SMI.format(pending="No"), "docker": DOCKER, "journalctl": journal}
+    )
+
+    assessment = assess_node("i-1", parse_health_output(stdout), GpuExpectation(count=1, model="A100"))
+
+    (finding,) = assessment.findings
+    assert (finding.code, finding.action, finding.gpu_index) == ("xid_79", "reboot", 0)
+    assert finding.evidence == line and "unrelated" not in stdout

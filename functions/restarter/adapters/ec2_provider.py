@@ -84,8 +84,12 @@ HEALTH_SCRIPT_PROBES: tuple[tuple[str, int, str], ...] = (
     ("processes", 20, "nvidia-smi --query-compute-apps=gpu_uuid,pid,process_name --format=csv,noheader"),
 )
 # The kernel log since this boot (journalctl; dmesg where the journal is not persistent).
+# After a GPU reset, only what the kernel logged since the reset (the reset script leaves its time
+# in /run, which a boot empties): the Xids the reset cured are still in this boot's log.
+RESET_MARKER = "/run/restarter/gpu-reset-at"
 KERNEL_LOG = (
-    "(journalctl -k -b --no-pager 2>/dev/null || dmesg 2>/dev/null)"
+    f'{{ since=""; if [ -f {RESET_MARKER} ]; then since="--since=@$(cat {RESET_MARKER})"; fi;'
+    " journalctl -k -b --no-pager $since 2>/dev/null || dmesg 2>/dev/null; }"
     " | grep -E 'NVRM: Xid|fallen off the bus' | tail -n 100"
 )
 # `nvidia-smi -r` resets every GPU only when nothing holds them; on NVSwitch systems Fabric
@@ -97,6 +101,7 @@ RESET_GPU_SCRIPT: tuple[str, ...] = (
     "fm=0; if systemctl is-active --quiet nvidia-fabricmanager; then systemctl stop nvidia-fabricmanager; fm=1; fi",
     "timeout 120 nvidia-smi -r; rc=$?",
     "if [ $fm -eq 1 ]; then systemctl start nvidia-fabricmanager; fi",
+    f"if [ $rc -eq 0 ]; then mkdir -p {RESET_MARKER.rsplit('/', 1)[0]} && date +%s > {RESET_MARKER}; fi",
     "exit $rc",
 )
 
