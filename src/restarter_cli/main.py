@@ -11,6 +11,7 @@ import sys
 
 from restarter_cli.client import DEFAULT_URL
 from restarter_cli.output import EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE, one_line
+from restarter_local.fault_kinds import FAULT_KINDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,22 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "fault":
             sub.add_argument(
                 "kind",
-                choices=[
-                    "never_healthy",
-                    "never_comes_back",
-                    "close_port",
-                    "fail_command",
-                    "xid",
-                    "throttle",
-                    "agent_offline",
-                    "ecc_dbe",
-                    "row_remap_pending",
-                    "row_remap_failure",
-                    "gpu_missing",
-                    "nvlink_down",
-                    "no_driver",
-                    "clear_gpu",
-                ],
+                choices=FAULT_KINDS,
             )
             sub.add_argument("--cluster-id")
             sub.add_argument("--instance", type=int, help="index of the instance in the cluster (default 0)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, model_validator
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraint
 from restarter.domain.errors import RestarterError
 from restarter.domain.models import SNAPSHOT_ID_PATTERN, Cluster, PortMapping
 from restarter_local.engine import LocalAws
+from restarter_local.fault_kinds import FaultKind
 from restarter_local.fleet import ClusterSpec, seed_cluster
 from restarter_local.moto_ext import InstanceTimings
 from restarter_local.moto_ext.gpu_sim import GPU_FAULT_KINDS, GpuFault, GpuFaultKind
@@ -32,25 +33,6 @@ from restarter_local.moto_ext.gpu_sim import GPU_FAULT_KINDS, GpuFault, GpuFault
 # The API's path rule for cluster ids (restarter.handlers.api.parameters.CLUSTER_ID): a cluster the API
 # cannot name would be unreachable.
 CLUSTER_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-
-FaultKind = Literal[
-    "never_healthy",
-    "never_comes_back",
-    "close_port",
-    "fail_command",
-    "xid",
-    "throttle",
-    "agent_offline",
-    # GPU faults (restarter_local.moto_ext.gpu_sim), each on one GPU of the instance
-    "ecc_dbe",
-    "row_remap_pending",
-    "row_remap_failure",
-    "gpu_missing",
-    "nvlink_down",
-    "no_driver",
-    # removes the instance's GPU faults and Xid lines
-    "clear_gpu",
-]
 
 
 class FleetFileError(ValueError):
