@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from restarter.domain.models import format_time, parse_time
 from restarter.domain.recovery import RecoveryEntry
@@ -45,6 +45,8 @@ class BreakerPolicy:
 class PausedRecovery(BaseModel):
     """An automatic recovery the open breaker held back (what is needed to re-drive it)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     cluster_id: str
     event_id: str
     alarm_name: str
@@ -56,6 +58,8 @@ class PausedRecovery(BaseModel):
 class BreakerState(BaseModel):
     """One tenant's breaker, as stored. `recovering_clusters`, `total_clusters` and `limit` are
     those of the last decision, so that an operator sees why the breaker is where it is."""
+
+    model_config = ConfigDict(defer_build=True)
 
     tenant_id: str
     state: Literal["closed", "open"] = "closed"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from restarter.domain.models import Cluster, ClusterSnapshot, format_time, parse_time
 from restarter.domain.node_recovery import Rung
@@ -182,6 +182,8 @@ def policy_from_labels(labels: Mapping[str, str]) -> RecoveryPolicy:
 
 class RecoveryEntry(BaseModel):
     """One recovery that was started for a cluster."""
+
+    model_config = ConfigDict(defer_build=True)
 
     cluster_id: str
     recovered_at: str

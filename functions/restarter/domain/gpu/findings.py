@@ -20,7 +20,7 @@ SETTLING_CODES: frozenset[str] = frozenset({"gpu_missing", "nvlink_down", "no_dr
 
 
 class Finding(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     code: str
     action: Action

@@ -61,7 +61,7 @@ _SPEED = re.compile(r"(\d+(?:\.\d+)?)\s*GB/s")
 
 
 class GpuSample(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     index: int
     pci_bus_id: str | None = None
@@ -82,7 +82,7 @@ class GpuSample(BaseModel):
 
 
 class NvLink(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     link: int
     # Only a bandwidth figure proves a link up: `<inactive>`, `N/A` or a status never seen are down.

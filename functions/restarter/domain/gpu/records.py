@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from restarter.domain.gpu.findings import ACTIONS, Action, Finding
 from restarter.domain.gpu.report import NodeAssessment
@@ -23,6 +23,8 @@ Verdict = Literal["healthy", "unhealthy", "unknown"]
 
 class NodeHealthRecord(BaseModel):
     """One instance's last health report."""
+
+    model_config = ConfigDict(defer_build=True)
 
     cluster_id: str
     instance_id: str
@@ -50,6 +52,8 @@ class NodeHealthRecord(BaseModel):
 class PendingHealthCheck(BaseModel):
     """An on-demand health check whose command is still running."""
 
+    model_config = ConfigDict(defer_build=True)
+
     cluster_id: str
     check_id: str
     command_id: str
@@ -62,6 +66,8 @@ class PendingHealthCheck(BaseModel):
 
 class ClusterHealth(BaseModel):
     """What `GET /v1/clusters/{id}/health` answers."""
+
+    model_config = ConfigDict(defer_build=True)
 
     cluster_id: str
     verdict: Verdict

@@ -46,7 +46,7 @@ _VERSION = re.compile(r"^restarter-health:\s*(?P<version>\d+)\s*$")
 
 
 class HealthSection(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
     rc: int | None  # None when the header's rc= could not be read
@@ -55,7 +55,7 @@ class HealthSection(BaseModel):
 
 
 class RawHealthReport(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     version: int | None = None
     sections: dict[str, HealthSection] = {}
@@ -107,7 +107,7 @@ class GpuExpectation:
 
 
 class NodeAssessment(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     instance_id: str
     gpus: list[GpuSample]

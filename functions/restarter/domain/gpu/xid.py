@@ -112,7 +112,7 @@ _NVLINK5_SEVERITY = re.compile(r"\b(?P<severity>Fatal|Nonfatal)\b")
 
 
 class XidEvent(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     xid: int
     pci_bus_id: str | None
