@@ -9,7 +9,7 @@ from typing import TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from restarter.domain.errors import ProviderError, TransientProviderError
+from restarter.domain.errors import InsufficientCapacityError, ProviderError, TransientProviderError
 
 T = TypeVar("T")
 
@@ -25,9 +25,10 @@ TRANSIENT_CODES = frozenset(
         "InternalError",
         "InternalFailure",
         "InvocationDoesNotExist",  # SSM: the invocation is not registered yet
-        "InsufficientInstanceCapacity",
     }
 )
+# EC2 has no capacity for the type (StartInstances of a scarce GPU type): the phase waits for it
+CAPACITY_CODES = frozenset({"InsufficientInstanceCapacity", "InsufficientHostCapacity", "InsufficientCapacity"})
 
 
 def error_code(exc: ClientError) -> str:
@@ -45,6 +46,8 @@ def translated(operation: str) -> Iterator[None]:
         details = {"operation": operation, "aws_error_code": code}
         if code in TRANSIENT_CODES:
             raise TransientProviderError(f"{operation} was throttled or unavailable: {code}", details) from exc
+        if code in CAPACITY_CODES:
+            raise InsufficientCapacityError(f"{operation}: EC2 has no capacity for now: {message}", details) from exc
         raise ProviderError(f"{operation} failed: {code}: {message}", details) from exc
     except BotoConnectionError as exc:
         raise TransientProviderError(f"{operation}: connection problem", {"operation": operation}) from exc

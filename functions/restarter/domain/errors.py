@@ -67,6 +67,15 @@ class ProviderError(RestarterError):
     http_status = 502
 
 
+class InsufficientCapacityError(ProviderError):
+    """EC2 has no capacity for the instance type right now (`InsufficientInstanceCapacity`): the
+    most common failure of a stop/start of a scarce GPU type. Not retried blindly by the state
+    machine: the phase waits for capacity with its own backoff, within the restart's deadline."""
+
+    code = "INSUFFICIENT_CAPACITY"
+    http_status = 503
+
+
 class PhaseFailedError(RestarterError):
     """A phase ran and its outcome is a failure (a health check failed, a command failed)."""
 

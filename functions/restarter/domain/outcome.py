@@ -116,6 +116,14 @@ def rollback_notes(changes: AppliedChanges) -> list[str]:
     return notes
 
 
+def left_stopped_note(instance_ids: list[str], instance_type: str) -> str:
+    return (
+        f"Instances {', '.join(instance_ids)} are stopped: EC2 had no capacity to start them again as "
+        f"{instance_type} (InsufficientInstanceCapacity). Start them when capacity is available, or "
+        "reserve it (On-Demand Capacity Reservation, EC2 Capacity Blocks for ML)."
+    )
+
+
 def cleanup_failed_note(error_name: str) -> str:
     return f"cleanup failed: {error_name}; cluster needs attention"
 
@@ -131,9 +139,17 @@ def applied_after_rollback(
 
 
 def cluster_status_after_failure(
-    previous_status: ClusterStatus, *, gave_up: bool, services_restored: bool, all_stopped: bool
+    previous_status: ClusterStatus,
+    *,
+    gave_up: bool,
+    services_restored: bool,
+    all_stopped: bool,
+    left_stopped: bool = False,
 ) -> ClusterStatus:
-    """A stopped cluster goes back to stopped; a running one runs again if its services came back."""
+    """A stopped cluster goes back to stopped; a running one runs again if its services came back,
+    or is stopped when EC2 had no capacity to start it again (`left_stopped`)."""
+    if left_stopped and all_stopped and not gave_up:
+        return "stopped"
     if previous_status == "stopped" and not gave_up:
         return "stopped" if all_stopped else "error"
     services_ok = services_restored or previous_status == "stopped"

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 from restarter.adapters.clock import Clock
 from restarter.adapters.health_store import HealthReportStore
 from restarter.adapters.provider import Provider
-from restarter.domain.errors import PhaseFailedError
+from restarter.domain.errors import InsufficientCapacityError, PhaseFailedError, RestarterError
 from restarter.domain.inventory import InstanceView
 from restarter.domain.models import Cluster, ContainerSpec, RestartRecord, VolumeInfo, format_time, parse_time
 from restarter.domain.outcome import failure_summary
-from restarter.services.restart.state import StateT
+from restarter.services.restart.state import PhaseState, StateT
 
 START_SERVICES_TIMEOUT_SECONDS = 600
+# Waiting for EC2 capacity (InsufficientInstanceCapacity): 30 s, doubling, at most 5 minutes a
+# wait; the last try leaves the restart time to boot and pass its health checks.
+CAPACITY_FIRST_WAIT_SECONDS = 30
+CAPACITY_MAX_WAIT_SECONDS = 300
+CAPACITY_DEADLINE_MARGIN_SECONDS = 300
+CAPACITY_SUGGESTION = (
+    "The instances are stopped; their EBS volumes are intact (instance-store data is gone). Start them "
+    "again when EC2 has capacity for the type, or reserve it (an On-Demand Capacity Reservation or "
+    "EC2 Capacity Blocks for ML), or restart with another instance type of the family."
+)
 
 
 @dataclass
@@ -72,6 +82,40 @@ class PhaseContext(Generic[StateT]):
         if failed:
             raise PhaseFailedError(failure, {"phase": phase, "instances": failure_summary(failed)})
         return True
+
+
+def start_instances(ctx: PhaseContext[Any], instance_ids: list[str]) -> bool:
+    """Start the instances; False while EC2 has no capacity for their type (try again at the
+    next poll, with a growing wait). When the restart's deadline leaves no time for another
+    try, the phase fails naming the instances left stopped and what to do about it."""
+    state = cast(PhaseState, ctx.state)
+    try:
+        ctx.provider.start(instance_ids)
+    except InsufficientCapacityError as exc:
+        state.capacity_refusals += 1
+        wait = min(CAPACITY_MAX_WAIT_SECONDS, CAPACITY_FIRST_WAIT_SECONDS * 2 ** (state.capacity_refusals - 1))
+        left = (parse_time(ctx.record.deadline) - ctx.now()).total_seconds()
+        if left < wait + CAPACITY_DEADLINE_MARGIN_SECONDS:
+            raise InsufficientCapacityError(
+                "EC2 has no capacity to start the instances; they are stopped",
+                capacity_failure_details(ctx, instance_ids, exc, state.capacity_refusals),
+            ) from exc
+        state.poll_seconds = wait
+        return False
+    state.capacity_refusals = 0
+    return True
+
+
+def capacity_failure_details(
+    ctx: PhaseContext[Any], instance_ids: list[str], exc: RestarterError, attempts: int
+) -> dict[str, Any]:
+    return {
+        "aws_error_code": exc.details.get("aws_error_code", "InsufficientInstanceCapacity"),
+        "instance_type": ctx.record.target.instance_type or ctx.cluster.instance_type,
+        "stopped_instances": list(instance_ids),
+        "attempts": attempts,
+        "suggestion": CAPACITY_SUGGESTION,
+    }
 
 
 def port_args(spec: ContainerSpec) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from restarter.domain import outcome
+from restarter.domain.errors import InsufficientCapacityError
 from restarter.domain.inventory import InstanceView
 from restarter.services.restart.context import PhaseContext, close_record
 from restarter.services.restart.state import PhaseState
@@ -25,6 +26,8 @@ class CleanupState(PhaseState):
     services_command: str | None = None
     instances: list[str] = Field(default_factory=list)
     services_restored: bool = False
+    # instances EC2 had no capacity to start again (InsufficientInstanceCapacity): left stopped
+    left_stopped: list[str] = Field(default_factory=list)
 
 
 CleanupContext = PhaseContext[CleanupState]
@@ -80,9 +83,16 @@ def _restore_services(ctx: CleanupContext, instances: list[InstanceView]) -> boo
     if ctx.record.previous_cluster_status == "stopped":
         return True
     stopped = [i.instance_id for i in instances if i.state == "stopped"]
-    if stopped:
-        ctx.provider.start(stopped)
+    if stopped and not state.left_stopped:
+        try:
+            ctx.provider.start(stopped)
+        except InsufficientCapacityError:
+            # no capacity to bring them back either: they stay stopped, and the record says so
+            state.left_stopped = stopped
+            return True
         return False
+    if state.left_stopped:
+        return True
     if not ctx.instances_ready():
         return False
     if not state.services_command:
@@ -104,6 +114,8 @@ def conclude_failure(ctx: CleanupContext) -> None:
         record.error.code if record.error else None, changes, gave_up=state.gave_up
     )
     record.rollback_notes.extend(outcome.rollback_notes(changes))
+    if state.left_stopped:
+        record.rollback_notes.append(outcome.left_stopped_note(state.left_stopped, cluster.instance_type))
     record.configuration_updates.applied = outcome.applied_after_rollback(
         record.configuration_updates.applied, record.change_lines, changes
     )
@@ -113,7 +125,9 @@ def conclude_failure(ctx: CleanupContext) -> None:
         record.previous_cluster_status,
         gave_up=state.gave_up,
         services_restored=state.services_restored,
-        all_stopped=back_to_stopped and all(i.state == "stopped" for i in ctx.instances()),
+        all_stopped=(back_to_stopped or bool(state.left_stopped))
+        and all(i.state == "stopped" for i in ctx.instances()),
+        left_stopped=bool(state.left_stopped),
     )
     cluster.volumes = ctx.volumes()
     cluster.current_restart_id = None

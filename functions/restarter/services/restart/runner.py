@@ -94,7 +94,9 @@ class RestartRunner:
             ctx.state.settle_seconds = None
             result = StepResult(done=True, attempt=0, wait_seconds=settle, next=following)
         else:
-            result = StepResult(done=False, attempt=attempt + 1, wait_seconds=poll_delay(phase, attempt))
+            wait = ctx.state.poll_seconds or poll_delay(phase, attempt)
+            ctx.state.poll_seconds = None
+            result = StepResult(done=False, attempt=attempt + 1, wait_seconds=wait)
         store_state(record, phase, ctx.state)
         self._save(record, version, cluster)
         if phase == "ready" and done:

@@ -32,6 +32,10 @@ class PhaseState(StoredState):
     skipped: str | None = None
     # seconds the state machine waits before the next phase starts
     settle_seconds: int | None = None
+    # seconds before the next poll of this phase, when the phase knows better than the backoff
+    poll_seconds: int | None = None
+    # StartInstances refused for want of EC2 capacity, so far in this phase
+    capacity_refusals: int = 0
 
 
 class CommandState(PhaseState):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pydantic import Field
 
 from restarter.domain.errors import PhaseFailedError
-from restarter.services.restart.context import PhaseContext, mark_applied
+from restarter.services.restart.context import PhaseContext, mark_applied, start_instances
 from restarter.services.restart.state import PhaseState, StoredState
 from restarter.services.restart_intake import cluster_environment_parameter
 
@@ -96,7 +96,7 @@ def apply_system_updates(ctx: ConfigureContext) -> bool:
     if sub.command_id is None:
         stopped = [i.instance_id for i in instances if i.state == "stopped"]
         if stopped:  # patching needs running instances: a stopped cluster is started first
-            ctx.provider.start(stopped)
+            start_instances(ctx, stopped)
             return False
         if not all(i.state == "running" for i in instances):
             return False

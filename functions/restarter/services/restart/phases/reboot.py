@@ -2,7 +2,10 @@
 
 A reboot leaves the instance `running` throughout, so there is nothing to poll here: the boot
 time is a settle wait (the vendor guide's 3 minutes), and `starting_services` polls status
-checks from there. A recovery's `node_action` decides instead of the restart type:
+checks from there. A start that EC2 refuses for want of capacity (`InsufficientInstanceCapacity`,
+common for scarce GPU types) is tried again with a growing wait until the deadline allows no
+more; the restart then fails naming the stopped instances. A recovery's `node_action` decides
+instead of the restart type:
 `reset_gpu` resets every GPU through SSM (`nvidia-smi -r`, only when no process holds one;
 if the reset is refused or fails, the instances are rebooted instead), `reboot` reboots even a
 forced restart, and `stop_start` stops and starts the instances (EC2 moves them to new hosts).
@@ -16,7 +19,7 @@ from restarter.domain.models import format_time
 from restarter.domain.outcome import failure_summary
 from restarter.domain.planning import poll_delay
 from restarter.observability import logger
-from restarter.services.restart.context import PhaseContext
+from restarter.services.restart.context import PhaseContext, start_instances
 from restarter.services.restart.state import PhaseState
 
 RebootAction = Literal["force_stop", "reboot", "start", "gpu_reset"]
@@ -56,8 +59,8 @@ def rebooting(ctx: PhaseContext[RebootState]) -> bool:
             ctx.provider.stop(running, force=True)
             state.action = "force_stop"
             return False
-        if stopped:
-            ctx.provider.start(stopped)
+        if stopped and not start_instances(ctx, stopped):
+            return False  # no EC2 capacity for the type yet: try again (within the deadline)
         if running:
             ctx.provider.reboot(running)
         state.action = "reboot" if running else "start"
@@ -66,7 +69,8 @@ def rebooting(ctx: PhaseContext[RebootState]) -> bool:
     # a force stop was issued: start once every instance is stopped
     if any(i.state != "stopped" for i in instances):
         return False
-    ctx.provider.start([i.instance_id for i in instances])
+    if not start_instances(ctx, [i.instance_id for i in instances]):
+        return False  # no EC2 capacity for the type yet: try again (within the deadline)
     state.action = "start"
     state.settle_seconds = poll_delay("rebooting", 0)
     return True
