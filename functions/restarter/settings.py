@@ -60,6 +60,8 @@ class Settings(BaseModel):
     schedule_dead_letter_arn: Arn | None = Field(default=None, validation_alias="SCHEDULE_DEAD_LETTER_ARN")
     recovery_table: TableName = Field(default="restarter-recovery", validation_alias="RECOVERY_TABLE")
     health_table: TableName = Field(default="restarter-health", validation_alias="HEALTH_TABLE")
+    # the role the restart steps run as: GET /v1/diagnostics asks IAM what it may do
+    restart_step_role_arn: Arn | None = Field(default=None, validation_alias="RESTART_STEP_ROLE_ARN")
     # the fleet circuit breaker of alarm recovery (restarter.domain.circuit_breaker)
     breaker_share: float = Field(default=0.2, gt=0, le=1, validation_alias="RECOVERY_BREAKER_SHARE")
     breaker_min_clusters: int = Field(default=2, ge=1, le=10_000, validation_alias="RECOVERY_BREAKER_MIN_CLUSTERS")

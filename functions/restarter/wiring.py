@@ -24,6 +24,7 @@ from restarter.settings import get_settings
 # The adapters are imported by the builders that use them: a function's cold start imports
 # only the adapters (and their domain models) of the sets it builds.
 if TYPE_CHECKING:
+    from restarter.adapters.account_probe import AccountProbe
     from restarter.adapters.alarms import AlarmTags
     from restarter.adapters.api_keys import ApiKeyStore
     from restarter.adapters.breaker_store import BreakerStore
@@ -187,6 +188,18 @@ def build_schedule_gateway(deps: Dependencies) -> ScheduleGateway:
         role_arn=settings.scheduler_role_arn,
         dead_letter_arn=settings.schedule_dead_letter_arn,
     )
+
+
+def build_account_probe(deps: Dependencies) -> AccountProbe:
+    from restarter.adapters.account_probe import AccountProbe
+
+    clients = _clients(deps)
+    return AccountProbe(clients.dynamodb(), clients.events(), clients.iam())
+
+
+def get_account_probe() -> AccountProbe:
+    """The diagnostics' probe, around the container's clients (not kept: diagnostics are rare)."""
+    return build_account_probe(get_dependencies())
 
 
 def build_api_key_store(settings: Settings) -> ApiKeyStore:

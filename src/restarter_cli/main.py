@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             "rollout start FILE | rollout status ID | rollout resume ID [--window-minutes N]",
         ),
         ("health", "a cluster's GPU health: the last report of every instance (--check: run one now)"),
+        ("doctor", "what a first restart needs from the account (tables, rules, tags, SSM, IAM)"),
         (
             "schedule",
             "scheduled rollouts: schedule create NAME --expression ... | schedule list | schedule delete NAME",
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--name-pattern", help="targets by name glob, e.g. 'ml-*'")
             sub.add_argument("--request", help="JSON file: the restart request each cluster gets")
             sub.add_argument("--max-concurrency", type=int)
+        elif name == "doctor":
+            sub.add_argument("--cluster-id", help="also check this cluster's instances")
         elif name == "health":
             sub.add_argument("cluster_id")
             sub.add_argument("--check", action="store_true", help="run a health check now and show its reports")
@@ -162,6 +165,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from restarter_cli.health import run_health
 
         return run_health(args)
+    if args.command == "doctor":
+        from restarter_cli.doctor import run_doctor
+
+        return run_doctor(args)
     from restarter_cli import remote
 
     runners = {

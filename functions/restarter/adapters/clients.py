@@ -107,3 +107,7 @@ class AwsClients:
 
     def cloudwatch(self) -> CloudWatchClient:
         return cast("CloudWatchClient", self._client("cloudwatch", SERVICE_CLIENT_CONFIG))
+
+    def iam(self) -> Any:
+        """Only for diagnostics (iam:SimulatePrincipalPolicy); untyped: no stubs are pinned for it."""
+        return self._client("iam", SERVICE_CLIENT_CONFIG)

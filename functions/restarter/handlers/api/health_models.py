@@ -53,3 +53,21 @@ def resumed_view(outcome: RecoveryOutcome) -> ResumedRecovery:
         rung=outcome.rung,
         reasons=outcome.reasons,
     )
+
+
+class DiagnosticCheck(ApiModel):
+    name: str
+    status: str
+    detail: str
+
+
+class DiagnosticsData(ApiModel):
+    cluster_id: str | None
+    checks: list[DiagnosticCheck]
+    summary: dict[str, int]
+
+
+class DiagnosticsResponse(ApiModel):
+    success: bool = True
+    data: DiagnosticsData
+    meta: Meta

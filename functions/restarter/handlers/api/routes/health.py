@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import Depends, Response
-from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
+from restarter.adapters.account_probe import AccountProbe
 from restarter.handlers.api.depends import Adapters, Reader, Restarter
 from restarter.handlers.api.envelopes import ok
 from restarter.handlers.api.health_models import (
@@ -20,6 +21,7 @@ from restarter.handlers.api.health_models import (
     CircuitClosedResponse,
     CircuitResponse,
     ClusterHealthResponse,
+    DiagnosticsResponse,
     HealthCheckStartedResponse,
     resumed_view,
 )
@@ -27,11 +29,12 @@ from restarter.handlers.api.models import API_PREFIX
 from restarter.handlers.api.openapi import documented
 from restarter.handlers.api.parameters import CLUSTER_ID
 from restarter.handlers.api.route_table import DeclaredRouter
-from restarter.services import health_api, node_recovery
-from restarter.wiring import AlarmRecoveryDependencies, get_alarm_recovery
+from restarter.services import diagnostics, health_api, node_recovery
+from restarter.wiring import AlarmRecoveryDependencies, get_account_probe, get_alarm_recovery
 
 router = DeclaredRouter()
 Recovery = Annotated[AlarmRecoveryDependencies, Depends(get_alarm_recovery)]
+Probe = Annotated[AccountProbe, Depends(get_account_probe)]
 
 
 @router.get(
@@ -97,3 +100,24 @@ def close_circuit(who: Restarter, recovery: Recovery) -> Response[str]:
     state, resumed = node_recovery.close_breaker(recovery, who.tenant_id, who.requested_by)
     data = CircuitClosedData(circuit=state, resumed=[resumed_view(o) for o in resumed])
     return ok(data, who.request_id)
+
+
+@router.get(
+    f"{API_PREFIX}/diagnostics",
+    summary="Check what a restart needs from the account",
+    description=(
+        "The stack's tables, event bus and event rules; with `cluster_id`, every instance of the cluster: "
+        "it exists, carries the cluster tag, is managed by SSM and online, has GPUs, and the restart's role "
+        "may reboot, stop, start and run commands on it (`iam:SimulatePrincipalPolicy`, where allowed). "
+        "Each check is `ok`, `missing`, `warning` or `unknown`."
+    ),
+    tags=["Health"],
+    responses=documented(200, "The checks", DiagnosticsResponse, read=True),
+)
+def get_diagnostics(
+    who: Reader,
+    deps: Adapters,
+    probe: Probe,
+    cluster_id: Annotated[str | None, Query(pattern=CLUSTER_ID)] = None,
+) -> Response[str]:
+    return ok(diagnostics.diagnose(deps, probe, who.tenant_id, cluster_id), who.request_id)
