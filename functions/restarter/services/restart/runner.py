@@ -262,6 +262,9 @@ class RestartRunner:
         loaded = self.deps.restarts.get(restart_id)
         if loaded is None:
             raise PhaseFailedError("Restart record not found", {"restart_id": restart_id})
+        # every line this step logs names the restart's cluster and tenant (the handler adds the
+        # restart id and the phase)
+        logger.append_keys(cluster_id=loaded[0].cluster_id, tenant=loaded[0].tenant_id)
         return loaded
 
     def _cluster(self, record: RestartRecord) -> Cluster:
