@@ -1,0 +1,544 @@
+"""The DynamoDB stores' guarded writes, won and lost, and their error translation, with the error
+codes DynamoDB's real model declares for each operation (a code an operation never returns would
+test nothing). Also the API key store and the Powertools idempotency layer over our client.
+
+A lost condition is an answer, not an error: each store says what it means (a ConflictError, False,
+the standing claim). Throttling is a TransientProviderError (the caller's retry fixes it), a
+missing table a ProviderError; both name the AWS error code in `details["aws_error_code"]`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyItemAlreadyExistsError
+from botocore.stub import ANY, Stubber
+
+from restarter.adapters.api_keys import ApiKeyStore
+from restarter.adapters.breaker_store import BreakerStore
+from restarter.adapters.health_store import HealthReportStore
+from restarter.adapters.idempotency import IdempotencyTable
+from restarter.adapters.recovery_store import RecoveryStore
+from restarter.adapters.rollout_store import RolloutStore
+from restarter.adapters.store import AuditLog, ClusterLock, ClusterStore, RestartStore
+from restarter.domain.errors import ConflictError, InvalidStateError, ProviderError, TransientProviderError
+from tests.contract import test_dynamodb_stores_contract as ddb
+from tests.contract.test_dynamodb_stores_contract import NOW, STAMP, Call, get_item, page, put_item, stub_clients
+
+CCF = "ConditionalCheckFailedException"
+TRANSIENT = ("ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded")
+LEASE = timedelta(minutes=5)
+
+
+@pytest.fixture
+def stubbed() -> Iterator[Callable[[str], tuple[Any, Stubber]]]:
+    yield from stub_clients()
+
+
+def add_error(client: Any, stubber: Stubber, call: Call | str, code: str, **modeled: Any) -> None:
+    """Queue `code` as the answer, after checking the operation really declares it."""
+    method, request = (call, None) if isinstance(call, str) else call[:2]
+    operation = client.meta.service_model.operation_model(client.meta.method_to_api_mapping[method])
+    assert code in {shape.name for shape in operation.error_shapes}, f"{operation.name} never answers {code}"
+    message = "The conditional request failed" if code == CCF else f"{code} (contract test)"
+    stubber.add_client_error(method, code, message, 400, expected_params=request, modeled_fields=modeled or None)
+
+
+# ---------------------------------------------------------------- guarded writes, won and lost
+
+CLAIM = put_item(
+    "Recovery",
+    {
+        **ddb.CLAIM_KEY,
+        **{
+            "claimed_at": {"S": STAMP},
+            "claim_state": {"S": "in_progress"},
+            "lease_until": {"S": "2026-01-05T09:05:00Z"},
+        },
+        "expires_at_epoch": {"N": str(int(NOW.timestamp()) + 7 * ddb.DAY)},
+        **{"for_cluster_id": {"S": "cls_a1"}, "alarm_name": {"S": "gpu-xid-cls_a1"}},
+    },
+    ConditionExpression="attribute_not_exists(cluster_id) OR (#state = :in_progress AND #lease < :now)",
+    ExpressionAttributeNames={"#state": "claim_state", "#lease": "lease_until"},
+    ExpressionAttributeValues={":in_progress": {"S": "in_progress"}, ":now": {"S": STAMP}},
+    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+)
+LOCK_EXPIRES = NOW.replace(hour=11)
+ACQUIRE = put_item(
+    "Locks",
+    {
+        **ddb.LOCK_KEY,
+        **{"owner": {"S": "rst_0a1b2c"}, "acquired_at": {"S": STAMP}, "expires_at": {"S": "2026-01-05T11:00:00Z"}},
+        "expires_at_epoch": {"N": str(int(LOCK_EXPIRES.timestamp()))},
+    },
+    ConditionExpression="attribute_not_exists(lock_id) OR expires_at_epoch < :now",
+    ExpressionAttributeValues={":now": {"N": str(int(NOW.timestamp()))}},
+)
+RELEASE: Call = (
+    "delete_item",
+    {
+        **{"TableName": "Locks", "Key": ddb.LOCK_KEY, "ConditionExpression": "#o = :owner"},
+        **{"ExpressionAttributeNames": {"#o": "owner"}, "ExpressionAttributeValues": {":owner": {"S": "rst_0a1b2c"}}},
+    },
+    {},
+)
+CLEAR: Call = (
+    "delete_item",
+    {"TableName": "Health", "Key": ddb.CHECK_KEY, "ConditionExpression": "check_id = :id"}
+    | {"ExpressionAttributeValues": {":id": {"S": "chk_1"}}},
+    {},
+)
+BREAKER_ON_3 = {
+    "ConditionExpression": "#version = :expected",
+    "ExpressionAttributeNames": {"#version": "version"},
+    "ExpressionAttributeValues": {":expected": {"N": "3"}},
+}
+
+
+@dataclass(frozen=True)
+class Guarded:
+    run: Callable[[Any], Any]
+    write: Call
+    won: Any
+    lost: Any  # the answer, or the exception type (its details in `lost_details`)
+    lost_details: dict[str, Any] | None = None
+
+
+NEW = {"ConditionExpression": "attribute_not_exists(restart_id)"}
+GUARDED: dict[str, Guarded] = {
+    "RestartStore.put(new)": Guarded(
+        lambda c: RestartStore(c, "Restarts").put(ddb.restart_record(), None),
+        put_item("Restarts", ddb.restart_item(ddb.restart_record(), 1), **NEW),
+        1,
+        ConflictError,
+        {"restart_id": "rst_0a1b2c"},
+    ),
+    "RestartStore.put(on version)": Guarded(
+        lambda c: RestartStore(c, "Restarts").put(ddb.restart_record(), 4),
+        put_item("Restarts", ddb.restart_item(ddb.restart_record(), 5), **ddb.versioned(4)),
+        5,
+        ConflictError,
+        {"restart_id": "rst_0a1b2c"},
+    ),
+    "RolloutStore.put(new)": Guarded(
+        lambda c: RolloutStore(c, "Rollouts").put(ddb.rollout_record(), None),
+        put_item(
+            "Rollouts",
+            ddb.rollout_item(ddb.rollout_record(), 1),
+            ConditionExpression="attribute_not_exists(rollout_id)",
+        ),
+        1,
+        ConflictError,
+        {"rollout_id": "rol_0a1b2c"},
+    ),
+    "RolloutStore.put(on version)": Guarded(
+        lambda c: RolloutStore(c, "Rollouts").put(ddb.rollout_record(), 2),
+        put_item("Rollouts", ddb.rollout_item(ddb.rollout_record(), 3), **ddb.versioned(2)),
+        3,
+        ConflictError,
+        {"rollout_id": "rol_0a1b2c"},
+    ),
+    "BreakerStore.put(new)": Guarded(
+        lambda c: BreakerStore(c, "Recovery").put(ddb.BREAKER, None),
+        put_item("Recovery", ddb.breaker_item(1), ConditionExpression="attribute_not_exists(cluster_id)"),
+        True,
+        False,
+    ),
+    "BreakerStore.put(on version)": Guarded(
+        lambda c: BreakerStore(c, "Recovery").put(ddb.BREAKER, 3),
+        put_item("Recovery", ddb.breaker_item(4), **BREAKER_ON_3),
+        True,
+        False,
+    ),
+    "HealthReportStore.put_pending": Guarded(
+        lambda c: HealthReportStore(c, "Health").put_pending(ddb.PENDING),
+        put_item("Health", ddb.CHECK_ITEM, ConditionExpression="attribute_not_exists(cluster_id)"),
+        True,
+        False,
+    ),
+    "HealthReportStore.clear_pending": Guarded(
+        lambda c: HealthReportStore(c, "Health").clear_pending("cls_a1", "chk_1") or "cleared",
+        CLEAR,
+        "cleared",
+        "cleared",
+    ),
+    "ClusterLock.release": Guarded(
+        lambda c: ClusterLock(c, "Locks").release("cls_a1", "rst_0a1b2c"), RELEASE, True, False
+    ),
+    "RecoveryStore.claim_event(no old item)": Guarded(
+        lambda c: RecoveryStore(c, "Recovery").claim_event(
+            "evt-1", NOW, LEASE, cluster_id="cls_a1", alarm_name="gpu-xid-cls_a1"
+        ),
+        CLAIM,
+        None,
+        "done",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", GUARDED.values(), ids=GUARDED.keys())
+def test_given_the_condition_holds_when_the_guarded_write_runs_then_it_is_written_as_asked(
+    stubbed: Any, case: Guarded
+) -> None:
+    client, stubber = stubbed("dynamodb")
+    stubber.add_response(case.write[0], {}, case.write[1])
+
+    assert case.run(client) == case.won
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("case", GUARDED.values(), ids=GUARDED.keys())
+def test_given_the_condition_fails_when_the_guarded_write_runs_then_the_store_answers_what_it_means(
+    stubbed: Any, case: Guarded
+) -> None:
+    client, stubber = stubbed("dynamodb")
+    add_error(client, stubber, case.write, CCF)
+
+    if isinstance(case.lost, type):
+        with pytest.raises(case.lost) as raised:
+            case.run(client)
+        assert raised.value.details == case.lost_details
+    else:
+        assert case.run(client) == case.lost
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(("standing", "answer"), [("in_progress", "in_progress"), ("done", "done"), (None, "done")])
+def test_given_a_standing_claim_when_an_event_is_claimed_again_then_its_state_comes_from_all_old(
+    stubbed: Any, standing: str | None, answer: str
+) -> None:
+    # given DynamoDB returns the standing claim with the failed condition (ALL_OLD); an old claim has no state
+    client, stubber = stubbed("dynamodb")
+    old = {**ddb.CLAIM_KEY, "claimed_at": {"S": STAMP}, **({"claim_state": {"S": standing}} if standing else {})}
+    add_error(client, stubber, CLAIM, CCF, Item=old)
+
+    # when the event is claimed again, then the answer is the standing claim's state
+    claimed = RecoveryStore(client, "Recovery").claim_event(
+        "evt-1", NOW, LEASE, cluster_id="cls_a1", alarm_name="gpu-xid-cls_a1"
+    )
+
+    assert claimed == answer
+    stubber.assert_no_pending_responses()
+
+
+def test_given_a_free_lock_when_acquired_then_the_put_is_guarded_by_absence_or_expiry(stubbed: Any) -> None:
+    client, stubber = stubbed("dynamodb")
+    stubber.add_response("put_item", {}, ACQUIRE[1])
+
+    ClusterLock(client, "Locks").acquire("cls_a1", "rst_0a1b2c", NOW, LOCK_EXPIRES)
+
+    stubber.assert_no_pending_responses()
+
+
+def test_given_a_held_lock_when_acquired_then_the_holder_is_read_and_named_in_an_invalid_state(stubbed: Any) -> None:
+    client, stubber = stubbed("dynamodb")
+    add_error(client, stubber, ACQUIRE, CCF)
+    holder = get_item("Locks", ddb.LOCK_KEY, {**ddb.LOCK_KEY, "owner": {"S": "rst_other"}})
+    stubber.add_response(holder[0], holder[2], holder[1])
+
+    with pytest.raises(InvalidStateError) as raised:
+        ClusterLock(client, "Locks").acquire("cls_a1", "rst_0a1b2c", NOW, LOCK_EXPIRES)
+
+    assert (raised.value.details["restart_id"], raised.value.details["current_status"]) == ("rst_other", "restarting")
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("races_lost", [1, 12])
+def test_given_writers_racing_when_a_restart_is_updated_then_it_rereads_until_it_wins_or_gives_up(
+    stubbed: Any, monkeypatch: pytest.MonkeyPatch, races_lost: int
+) -> None:
+    client, stubber = stubbed("dynamodb")
+    monkeypatch.setattr("restarter.adapters.store.time.sleep", lambda _: None)
+    for version in range(4, 4 + races_lost):
+        read = get_item("Restarts", ddb.RESTART_KEY, ddb.restart_item(ddb.restart_record(), version))
+        stubber.add_response(read[0], read[2], read[1])
+        add_error(
+            client,
+            stubber,
+            put_item(
+                "Restarts", ddb.restart_item(ddb.restart_record(status="ready"), version + 1), **ddb.versioned(version)
+            ),
+            CCF,
+        )
+    last = 4 + races_lost
+    if races_lost < 12:  # the attempt after the lost races wins
+        read = get_item("Restarts", ddb.RESTART_KEY, ddb.restart_item(ddb.restart_record(), last))
+        stubber.add_response(read[0], read[2], read[1])
+        write = put_item(
+            "Restarts", ddb.restart_item(ddb.restart_record(status="ready"), last + 1), **ddb.versioned(last)
+        )
+        stubber.add_response(write[0], {}, write[1])
+
+    if races_lost < 12:
+        assert RestartStore(client, "Restarts").update("rst_0a1b2c", ddb.set_ready).status == "ready"
+    else:
+        with pytest.raises(ConflictError, match="too busy"):
+            RestartStore(client, "Restarts").update("rst_0a1b2c", ddb.set_ready)
+    stubber.assert_no_pending_responses()
+
+
+# ---------------------------------------------------------------- API keys
+
+DISABLE = {
+    **{"TableName": "ApiKeys", "Key": {"key_hash": {"S": ddb.KEY_HASH}}},
+    **{"UpdateExpression": "SET disabled = :t, disabled_at = :at", "ConditionExpression": "attribute_exists(key_hash)"},
+    "ExpressionAttributeValues": {":t": {"BOOL": True}, ":at": {"S": STAMP}},
+}
+BY_HASH = {"key_hash": {"S": ddb.KEY_HASH}}
+NEW_KEY = {"ConditionExpression": "attribute_not_exists(key_hash)"}
+TAKEN = {"key_hash": {"S": "0" * 64}}  # another key with the same id
+KEY_CALLS: dict[str, tuple[Callable[[Any], Any], list[Call], Any]] = {
+    "put_known_key": (
+        lambda c: ApiKeyStore(c, "ApiKeys").put_known_key(ddb.API_KEY, "t1", ["restart", "read"], "ci", now=NOW),
+        [("scan", ddb.KEY_SCAN, page(BY_HASH)), put_item("ApiKeys", ddb.KEY_ITEM)],
+        ddb.PRINCIPAL,
+    ),
+    "create_key": (
+        lambda c: ApiKeyStore(c, "ApiKeys").create_key("t1", ["read", "restart"], "ci", now=NOW),
+        [("scan", ddb.KEY_SCAN, page()), put_item("ApiKeys", ddb.KEY_ITEM, **NEW_KEY)],
+        (ddb.API_KEY, ddb.PRINCIPAL),
+    ),
+    "create_key(id taken: a new key)": (
+        lambda c: ApiKeyStore(c, "ApiKeys").create_key("t1", ["read", "restart"], "ci", now=NOW),
+        [
+            ("scan", ddb.KEY_SCAN, page(TAKEN)),
+            ("scan", ddb.KEY_SCAN, page()),
+            put_item("ApiKeys", ddb.KEY_ITEM, **NEW_KEY),
+        ],
+        (ddb.API_KEY, ddb.PRINCIPAL),
+    ),
+    "lookup": (
+        lambda c: ApiKeyStore(c, "ApiKeys").lookup(ddb.API_KEY),
+        [get_item("ApiKeys", BY_HASH, ddb.KEY_ITEM, consistent=False)],
+        ddb.PRINCIPAL,
+    ),
+    "lookup(disabled)": (
+        lambda c: ApiKeyStore(c, "ApiKeys").lookup(ddb.API_KEY),
+        [get_item("ApiKeys", BY_HASH, {**ddb.KEY_ITEM, "disabled": {"BOOL": True}}, consistent=False)],
+        None,
+    ),
+    "lookup(malformed: never asks)": (lambda c: ApiKeyStore(c, "ApiKeys").lookup("rk_nope"), [], None),
+    "disable": (
+        lambda c: ApiKeyStore(c, "ApiKeys").disable("0a1b2c3d", now=NOW),
+        [("scan", ddb.KEY_SCAN, page(BY_HASH)), ("update_item", DISABLE, {})],
+        True,
+    ),
+    "disable(unknown id)": (
+        lambda c: ApiKeyStore(c, "ApiKeys").disable("0a1b2c3d", now=NOW),
+        [("scan", ddb.KEY_SCAN, page())],
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize(("run", "calls", "result"), KEY_CALLS.values(), ids=KEY_CALLS.keys())
+def test_given_realistic_answers_when_the_key_store_runs_then_only_hashes_are_asked_for_and_written(
+    stubbed: Any, monkeypatch: pytest.MonkeyPatch, run: Callable[[Any], Any], calls: list[Call], result: Any
+) -> None:
+    client, stubber = stubbed("dynamodb")
+    monkeypatch.setattr("restarter.adapters.api_keys.new_key", lambda: ddb.API_KEY)
+    for method, request, answer in calls:
+        stubber.add_response(method, answer, request)
+
+    assert run(client) == result
+    stubber.assert_no_pending_responses()
+
+
+def test_given_a_key_written_meanwhile_when_a_key_is_created_then_a_new_key_is_tried(
+    stubbed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, stubber = stubbed("dynamodb")
+    monkeypatch.setattr("restarter.adapters.api_keys.new_key", lambda: ddb.API_KEY)
+    stubber.add_response("scan", page(), ddb.KEY_SCAN)
+    add_error(client, stubber, put_item("ApiKeys", ddb.KEY_ITEM, **NEW_KEY), CCF)
+    stubber.add_response("scan", page(), ddb.KEY_SCAN)
+    stubber.add_response("put_item", {}, put_item("ApiKeys", ddb.KEY_ITEM, **NEW_KEY)[1])
+
+    assert ApiKeyStore(client, "ApiKeys").create_key("t1", ["read", "restart"], "ci", now=NOW) == (
+        ddb.API_KEY,
+        ddb.PRINCIPAL,
+    )
+    stubber.assert_no_pending_responses()
+
+
+def test_given_another_key_with_the_id_when_a_known_key_is_put_then_it_is_a_conflict_and_nothing_is_written(
+    stubbed: Any,
+) -> None:
+    client, stubber = stubbed("dynamodb")
+    stubber.add_response("scan", page(TAKEN), ddb.KEY_SCAN)
+
+    with pytest.raises(ConflictError) as raised:
+        ApiKeyStore(client, "ApiKeys").put_known_key(ddb.API_KEY, "t1", ["read"], now=NOW)
+
+    assert raised.value.details == {"key_id": "0a1b2c3d"}
+    stubber.assert_no_pending_responses()
+
+
+def test_given_a_key_deleted_between_scan_and_update_when_disabled_then_the_failed_condition_is_a_provider_error(
+    stubbed: Any,
+) -> None:
+    client, stubber = stubbed("dynamodb")
+    stubber.add_response("scan", page(BY_HASH), ddb.KEY_SCAN)
+    add_error(client, stubber, ("update_item", DISABLE, {}), CCF)
+
+    with pytest.raises(ProviderError) as raised:
+        ApiKeyStore(client, "ApiKeys").disable("0a1b2c3d", now=NOW)
+
+    assert raised.value.details == {"operation": "dynamodb:UpdateItem", "aws_error_code": CCF}
+    stubber.assert_no_pending_responses()
+
+
+# ---------------------------------------------------------------- the idempotency layer
+
+
+def test_given_a_guard_when_its_layer_saves_reads_and_deletes_then_powertools_requests_fit_the_model(
+    stubbed: Any,
+) -> None:
+    """Powertools writes the IdempotencyTable through our client: its requests are contract too."""
+
+    # given the layer of the queue's message guard (one per guard)
+    client, stubber = stubbed("dynamodb")
+    table = IdempotencyTable(client, "Idempotency")
+    layer = table.persistence_layer("restarter.queue.message")
+    assert table.persistence_layer("restarter.queue.message") is layer
+    assert table.persistence_layer("restarter.queue.request") is not layer
+    layer.configure(IdempotencyConfig(event_key_jmespath="message_id"), key_prefix="restarter.queue.message")
+    key = {"id": {"S": ddb.Matching(r"restarter\.queue\.message#[0-9a-f]{32}")}}
+    generated = {"ConditionExpression": ANY, "ExpressionAttributeNames": ANY, "ExpressionAttributeValues": ANY}
+    put = {"TableName": "Idempotency", "Item": ANY, **generated, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
+    stubber.add_response("put_item", {}, put)
+    update = "SET #response_data = :response_data, #expiry = :expiry, #status = :status"
+    names = {"#expiry": "expiration", "#response_data": "data", "#status": "status"}
+    stubber.add_response(
+        "update_item",
+        {},
+        {"TableName": "Idempotency", "Key": key, "UpdateExpression": update, "ExpressionAttributeNames": names}
+        | {"ExpressionAttributeValues": ANY},
+    )
+    stored = {
+        **{"id": {"S": "restarter.queue.message#0f"}, "expiration": {"N": str(int(time.time()) + 3600)}},
+        **{"status": {"S": "COMPLETED"}, "data": {"S": '{"restart_id": "rst_0a1b2c"}'}},
+    }
+    stubber.add_response("get_item", {"Item": stored}, {"TableName": "Idempotency", "Key": key, "ConsistentRead": True})
+    stubber.add_response("delete_item", {}, {"TableName": "Idempotency", "Key": key})
+    data = {"message_id": "0f6e3c1a-5b7d-4e2f-9a8c-1d2e3f4a5b6c"}
+
+    # when a guarded call starts, succeeds, is read back and (another time) fails
+    layer.save_inprogress(data, remaining_time_in_millis=30_000)
+    layer.save_success(data, {"restart_id": "rst_0a1b2c"})
+    record = layer.get_record(data)
+    layer.delete_record(data, RuntimeError("failed"))
+
+    # then every request passed the model, and the stored answer was read
+    assert record is not None
+    assert (record.status, record.response_json_as_dict()) == ("COMPLETED", {"restart_id": "rst_0a1b2c"})
+    stubber.assert_no_pending_responses()
+
+
+def test_given_a_completed_record_when_a_guard_saves_in_progress_then_powertools_reads_it_from_all_old(
+    stubbed: Any,
+) -> None:
+    client, stubber = stubbed("dynamodb")
+    layer = IdempotencyTable(client, "Idempotency").persistence_layer("restarter.queue.message")
+    layer.configure(IdempotencyConfig(event_key_jmespath="message_id"), key_prefix="restarter.queue.message")
+    old = {
+        **{"id": {"S": "restarter.queue.message#0f"}, "expiration": {"N": str(int(time.time()) + 3600)}},
+        **{"status": {"S": "COMPLETED"}, "data": {"S": '{"restart_id": "rst_0a1b2c"}'}},
+    }
+    add_error(client, stubber, "put_item", CCF, Item=old)
+
+    with pytest.raises(IdempotencyItemAlreadyExistsError) as raised:
+        layer.save_inprogress({"message_id": "m-1"}, remaining_time_in_millis=30_000)
+
+    assert raised.value.old_data_record is not None
+    assert raised.value.old_data_record.response_json_as_dict() == {"restart_id": "rst_0a1b2c"}
+    stubber.assert_no_pending_responses()
+
+
+# ---------------------------------------------------------------- error translation
+
+EVERY_CALL: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "ClusterStore.get": (lambda c: ClusterStore(c, "T").get("cls_a1"), "get_item"),
+    "ClusterStore.put": (lambda c: ClusterStore(c, "T").put(ddb.CLUSTER), "put_item"),
+    "ClusterStore.list_all": (lambda c: ClusterStore(c, "T").list_all(), "scan"),
+    "RestartStore.get": (lambda c: RestartStore(c, "T").get("rst_0a1b2c"), "get_item"),
+    "RestartStore.put": (lambda c: RestartStore(c, "T").put(ddb.restart_record(), 1), "put_item"),
+    "RestartStore.list_for_cluster": (lambda c: RestartStore(c, "T").list_for_cluster("cls_a1"), "query"),
+    "RolloutStore.get": (lambda c: RolloutStore(c, "T").get("rol_0a1b2c"), "get_item"),
+    "RolloutStore.put": (lambda c: RolloutStore(c, "T").put(ddb.rollout_record(), None), "put_item"),
+    "ClusterLock.acquire": (lambda c: ClusterLock(c, "T").acquire("cls_a1", "rst_1", NOW, LOCK_EXPIRES), "put_item"),
+    "ClusterLock.release": (lambda c: ClusterLock(c, "T").release("cls_a1", "rst_1"), "delete_item"),
+    "ClusterLock.holder": (lambda c: ClusterLock(c, "T").holder("cls_a1"), "get_item"),
+    "AuditLog.record": (lambda c: AuditLog(c, "T").record("cls_a1", "a", "b", "c", NOW), "put_item"),
+    "AuditLog.entries": (lambda c: AuditLog(c, "T").entries("cls_a1"), "query"),
+    "RecoveryStore.claim_event": (lambda c: RecoveryStore(c, "T").claim_event("evt-1", NOW, LEASE), "put_item"),
+    "RecoveryStore.finish_event": (lambda c: RecoveryStore(c, "T").finish_event("evt-1", NOW), "put_item"),
+    "RecoveryStore.release_event": (lambda c: RecoveryStore(c, "T").release_event("evt-1"), "delete_item"),
+    "RecoveryStore.record": (lambda c: RecoveryStore(c, "T").record(ddb.ENTRY), "put_item"),
+    "RecoveryStore.history": (lambda c: RecoveryStore(c, "T").history("cls_a1", ddb.SINCE), "query"),
+    "BreakerStore.get": (lambda c: BreakerStore(c, "T").get("t1"), "get_item"),
+    "BreakerStore.put": (lambda c: BreakerStore(c, "T").put(ddb.BREAKER, 3), "put_item"),
+    "HealthReportStore.put_report": (lambda c: HealthReportStore(c, "T").put_report(ddb.REPORT), "put_item"),
+    "HealthReportStore.reports": (lambda c: HealthReportStore(c, "T").reports("cls_a1"), "query"),
+    "HealthReportStore.report": (lambda c: HealthReportStore(c, "T").report("cls_a1", "i-1"), "get_item"),
+    "HealthReportStore.put_pending": (lambda c: HealthReportStore(c, "T").put_pending(ddb.PENDING), "put_item"),
+    "HealthReportStore.pending": (lambda c: HealthReportStore(c, "T").pending("cls_a1"), "get_item"),
+    "HealthReportStore.clear_pending": (
+        lambda c: HealthReportStore(c, "T").clear_pending("cls_a1", "c"),
+        "delete_item",
+    ),
+    "ApiKeyStore.lookup": (lambda c: ApiKeyStore(c, "T").lookup(ddb.API_KEY), "get_item"),
+    "ApiKeyStore.disable": (lambda c: ApiKeyStore(c, "T").disable("0a1b2c3d"), "scan"),
+    "ApiKeyStore.put_known_key": (lambda c: ApiKeyStore(c, "T").put_known_key(ddb.API_KEY, "t1", ["read"]), "scan"),
+    "ApiKeyStore.create_key": (lambda c: ApiKeyStore(c, "T").create_key("t1", ["read"], now=NOW), "scan"),
+}
+OPERATION = {
+    "get_item": "GetItem",
+    "put_item": "PutItem",
+    "delete_item": "DeleteItem",
+    "query": "Query",
+    "scan": "Scan",
+}
+
+
+def _refused(stubbed: Any, name: str, code: str) -> pytest.ExceptionInfo[Exception]:
+    run, method = EVERY_CALL[name]
+    client, stubber = stubbed("dynamodb")
+    add_error(client, stubber, method, code)
+    with pytest.raises((ProviderError, TransientProviderError)) as raised:
+        run(client)
+    stubber.assert_no_pending_responses()
+    assert raised.value.details["operation"] == f"dynamodb:{OPERATION[method]}"
+    assert raised.value.details["aws_error_code"] == code
+    return raised
+
+
+@pytest.mark.parametrize("code", TRANSIENT)
+@pytest.mark.parametrize("name", EVERY_CALL)
+def test_given_dynamodb_throttles_when_any_store_call_runs_then_it_is_transient(
+    stubbed: Any, name: str, code: str
+) -> None:
+    assert _refused(stubbed, name, code).type is TransientProviderError
+
+
+@pytest.mark.parametrize("name", EVERY_CALL)
+def test_given_a_missing_table_when_any_store_call_runs_then_it_is_a_provider_error_not_a_retry(
+    stubbed: Any, name: str
+) -> None:
+    assert _refused(stubbed, name, "ResourceNotFoundException").type is ProviderError
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DynamoDB's 500 is `InternalServerError` (declared by every DynamoDB operation), which "
+    "aws_errors.TRANSIENT_CODES lacks (it has InternalError, InternalFailure): after the SDK's own "
+    "retries it surfaces as a permanent ProviderError instead of a retryable TransientProviderError",
+)
+def test_given_dynamodb_fails_internally_when_a_store_call_runs_then_it_is_transient(stubbed: Any) -> None:
+    assert _refused(stubbed, "ClusterStore.get", "InternalServerError").type is TransientProviderError
