@@ -140,6 +140,20 @@ def put_item(table: str, item: dict[str, Any], **condition: Any) -> Call:
     return "put_item", {"TableName": table, "Item": item, **condition}, {}
 
 
+def add_error(
+    client: Any, stubber: Stubber, call: Call | str, code: str, *, declared: bool = True, **modeled: Any
+) -> None:
+    """Queue `code` as the answer, after checking the operation really declares it (`declared=False`:
+    a code the service sends without modelling it, such as Step Functions' ThrottlingException)."""
+    method, request = (call, None) if isinstance(call, str) else call[:2]
+    operation = client.meta.service_model.operation_model(client.meta.method_to_api_mapping[method])
+    codes = {shape.name for shape in operation.error_shapes}
+    codes |= {shape.metadata.get("error", {}).get("code", shape.name) for shape in operation.error_shapes}
+    assert not declared or code in codes, f"{operation.name} never answers {code}: {sorted(codes)}"
+    message = "The conditional request failed" if code == "ConditionalCheckFailedException" else code
+    stubber.add_client_error(method, code, message, 400, expected_params=request, modeled_fields=modeled or None)
+
+
 def test_given_a_value_over_a_model_limit_when_checked_then_the_limit_is_named() -> None:
     """The limit check itself: without it a too-long execution name would pass here and fail in AWS."""
     sfn = boto3.client("stepfunctions", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")

@@ -41,15 +41,6 @@ def stubbed() -> Iterator[Callable[[str], tuple[Any, Stubber]]]:
     yield from stub_clients()
 
 
-def add_error(client: Any, stubber: Stubber, call: Call | str, code: str, **modeled: Any) -> None:
-    """Queue `code` as the answer, after checking the operation really declares it."""
-    method, request = (call, None) if isinstance(call, str) else call[:2]
-    operation = client.meta.service_model.operation_model(client.meta.method_to_api_mapping[method])
-    assert code in {shape.name for shape in operation.error_shapes}, f"{operation.name} never answers {code}"
-    message = "The conditional request failed" if code == CCF else f"{code} (contract test)"
-    stubber.add_client_error(method, code, message, 400, expected_params=request, modeled_fields=modeled or None)
-
-
 # ---------------------------------------------------------------- guarded writes, won and lost
 
 CLAIM = put_item(
@@ -198,7 +189,7 @@ def test_given_the_condition_fails_when_the_guarded_write_runs_then_the_store_an
     stubbed: Any, case: Guarded
 ) -> None:
     client, stubber = stubbed("dynamodb")
-    add_error(client, stubber, case.write, CCF)
+    ddb.add_error(client, stubber, case.write, CCF)
 
     if isinstance(case.lost, type):
         with pytest.raises(case.lost) as raised:
@@ -216,7 +207,7 @@ def test_given_a_standing_claim_when_an_event_is_claimed_again_then_its_state_co
     # given DynamoDB returns the standing claim with the failed condition (ALL_OLD); an old claim has no state
     client, stubber = stubbed("dynamodb")
     old = {**ddb.CLAIM_KEY, "claimed_at": {"S": STAMP}, **({"claim_state": {"S": standing}} if standing else {})}
-    add_error(client, stubber, CLAIM, CCF, Item=old)
+    ddb.add_error(client, stubber, CLAIM, CCF, Item=old)
 
     # when the event is claimed again, then the answer is the standing claim's state
     claimed = RecoveryStore(client, "Recovery").claim_event(
@@ -238,7 +229,7 @@ def test_given_a_free_lock_when_acquired_then_the_put_is_guarded_by_absence_or_e
 
 def test_given_a_held_lock_when_acquired_then_the_holder_is_read_and_named_in_an_invalid_state(stubbed: Any) -> None:
     client, stubber = stubbed("dynamodb")
-    add_error(client, stubber, ACQUIRE, CCF)
+    ddb.add_error(client, stubber, ACQUIRE, CCF)
     holder = get_item("Locks", ddb.LOCK_KEY, {**ddb.LOCK_KEY, "owner": {"S": "rst_other"}})
     stubber.add_response(holder[0], holder[2], holder[1])
 
@@ -258,7 +249,7 @@ def test_given_writers_racing_when_a_restart_is_updated_then_it_rereads_until_it
     for version in range(4, 4 + races_lost):
         read = get_item("Restarts", ddb.RESTART_KEY, ddb.restart_item(ddb.restart_record(), version))
         stubber.add_response(read[0], read[2], read[1])
-        add_error(
+        ddb.add_error(
             client,
             stubber,
             put_item(
@@ -356,7 +347,7 @@ def test_given_a_key_written_meanwhile_when_a_key_is_created_then_a_new_key_is_t
     client, stubber = stubbed("dynamodb")
     monkeypatch.setattr("restarter.adapters.api_keys.new_key", lambda: ddb.API_KEY)
     stubber.add_response("scan", page(), ddb.KEY_SCAN)
-    add_error(client, stubber, put_item("ApiKeys", ddb.KEY_ITEM, **NEW_KEY), CCF)
+    ddb.add_error(client, stubber, put_item("ApiKeys", ddb.KEY_ITEM, **NEW_KEY), CCF)
     stubber.add_response("scan", page(), ddb.KEY_SCAN)
     stubber.add_response("put_item", {}, put_item("ApiKeys", ddb.KEY_ITEM, **NEW_KEY)[1])
 
@@ -385,7 +376,7 @@ def test_given_a_key_deleted_between_scan_and_update_when_disabled_then_the_fail
 ) -> None:
     client, stubber = stubbed("dynamodb")
     stubber.add_response("scan", page(BY_HASH), ddb.KEY_SCAN)
-    add_error(client, stubber, ("update_item", DISABLE, {}), CCF)
+    ddb.add_error(client, stubber, ("update_item", DISABLE, {}), CCF)
 
     with pytest.raises(ProviderError) as raised:
         ApiKeyStore(client, "ApiKeys").disable("0a1b2c3d", now=NOW)
@@ -451,7 +442,7 @@ def test_given_a_completed_record_when_a_guard_saves_in_progress_then_powertools
         **{"id": {"S": "restarter.queue.message#0f"}, "expiration": {"N": str(int(time.time()) + 3600)}},
         **{"status": {"S": "COMPLETED"}, "data": {"S": '{"restart_id": "rst_0a1b2c"}'}},
     }
-    add_error(client, stubber, "put_item", CCF, Item=old)
+    ddb.add_error(client, stubber, "put_item", CCF, Item=old)
 
     with pytest.raises(IdempotencyItemAlreadyExistsError) as raised:
         layer.save_inprogress({"message_id": "m-1"}, remaining_time_in_millis=30_000)
@@ -510,7 +501,7 @@ OPERATION = {
 def _refused(stubbed: Any, name: str, code: str) -> pytest.ExceptionInfo[Exception]:
     run, method = EVERY_CALL[name]
     client, stubber = stubbed("dynamodb")
-    add_error(client, stubber, method, code)
+    ddb.add_error(client, stubber, method, code)
     with pytest.raises((ProviderError, TransientProviderError)) as raised:
         run(client)
     stubber.assert_no_pending_responses()
