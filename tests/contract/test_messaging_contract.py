@@ -28,7 +28,8 @@ from restarter.domain.errors import (
 )
 from restarter.domain.rollouts import RolloutTargets
 from restarter.domain.schedules import ScheduleRequest
-from tests.contract.test_dynamodb_stores_contract import add_error, stub_clients
+from restarter.services.ended_executions import CLEANUP_SUFFIX
+from tests.contract.test_dynamodb_stores_contract import add_error, rollout_record, stub_clients
 
 ACCOUNT = "123456789012"
 MACHINE = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:RestartStateMachine"
@@ -62,6 +63,23 @@ def test_given_a_state_machine_when_an_execution_starts_then_its_arn_is_the_one_
     assert starter.start("rst_0a1b2c", PAYLOAD) == EXECUTION
     assert starter.start_once("rst_0a1b2c", PAYLOAD) == EXECUTION
     assert starter.execution_arn("rst_0a1b2c") == EXECUTION
+    stubber.assert_no_pending_responses()
+
+
+def test_given_the_longest_names_the_services_make_when_started_then_step_functions_takes_them(stubbed: Any) -> None:
+    """Execution names are at most 80 characters: a rollout's longest id at a late attempt, a
+    restart's cleanup execution (the limit check in `stub_clients` refuses anything longer)."""
+    client, stubber = stubbed("stepfunctions")
+    rollout = rollout_record().model_copy(update={"rollout_id": "rol_" + "x" * 64, "attempt": 999})
+    names = [rollout.execution_name, f"rst_{'f' * 16}{CLEANUP_SUFFIX}"]
+    for name in names:
+        stubber.add_response(
+            "start_execution", {"executionArn": EXECUTION, "startDate": STARTED}, {**START, "name": name}
+        )
+    starter = ExecutionStarter(client, MACHINE)
+
+    assert [starter.start_once(name, PAYLOAD) for name in names] == [EXECUTION, EXECUTION]
+    assert max(len(name) for name in names) <= 80
     stubber.assert_no_pending_responses()
 
 
