@@ -11,6 +11,7 @@ those too, on every request these clients build.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ except ImportError:  # pragma: no cover - `regex` comes with the dev tools
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 WHEN = datetime(2024, 1, 15, 2, 0, 5, tzinfo=UTC)
+PARAMETER = "/restarter/clusters/cluster_abc123/environment"
 COMMAND_ID = "5a9cd0e0-3b8b-4f5e-9a6e-7c2f1d0e4b21"  # SSM command ids are 36-character UUIDs
 
 
@@ -243,4 +245,142 @@ def send_command_answer(document: str, instance_ids: list[str], parameters: dict
             "CloudWatchOutputConfig": {"CloudWatchOutputEnabled": False},
             "TimeoutSeconds": 3600,
         }
+    }
+
+
+def instance_status(instance_id: str, instance_status: str, system_status: str) -> dict[str, Any]:
+    return {
+        "AvailabilityZone": "us-east-1a",
+        "InstanceId": instance_id,
+        "InstanceState": {"Code": 16, "Name": "running"},
+        "InstanceStatus": {"Details": [{"Name": "reachability", "Status": "passed"}], "Status": instance_status},
+        "SystemStatus": {"Details": [{"Name": "reachability", "Status": "passed"}], "Status": system_status},
+        "AttachedEbsStatus": {"Details": [{"Name": "reachability", "Status": "passed"}], "Status": "ok"},
+        "Events": [],
+    }
+
+
+def gpu_type(name: str, vcpus: int, memory_mib: int, gpus: int, gpu: str, gpu_mib: int) -> dict[str, Any]:
+    """A DescribeInstanceTypes entry, trimmed to what a GPU type's real answer always carries."""
+    return {
+        "InstanceType": name,
+        "CurrentGeneration": True,
+        "FreeTierEligible": False,
+        "SupportedUsageClasses": ["on-demand", "spot"],
+        "SupportedRootDeviceTypes": ["ebs"],
+        "SupportedVirtualizationTypes": ["hvm"],
+        "BareMetal": False,
+        "Hypervisor": "nitro",
+        "ProcessorInfo": {"SupportedArchitectures": ["x86_64"], "SustainedClockSpeedInGhz": 3.0},
+        "VCpuInfo": {"DefaultVCpus": vcpus, "DefaultCores": vcpus // 2, "DefaultThreadsPerCore": 2},
+        "MemoryInfo": {"SizeInMiB": memory_mib},
+        "InstanceStorageSupported": True,
+        "GpuInfo": {
+            "Gpus": [{"Name": gpu, "Manufacturer": "NVIDIA", "Count": gpus, "MemoryInfo": {"SizeInMiB": gpu_mib}}],
+            "TotalGpuMemoryInMiB": gpus * gpu_mib,
+        },
+        "HibernationSupported": False,
+        "BurstablePerformanceSupported": False,
+        "DedicatedHostsSupported": True,
+        "AutoRecoverySupported": False,
+        "SupportedBootModes": ["legacy-bios", "uefi"],
+    }
+
+
+def snapshot(snapshot_id: str, volume_id: str, size: int, state: str, extra_tags: dict[str, str]) -> dict[str, Any]:
+    return {
+        "Description": "restarter checkpoint ckpt_20240115",
+        "Encrypted": False,
+        "OwnerId": ACCOUNT,
+        "Progress": "100%" if state == "completed" else "0%",
+        "SnapshotId": snapshot_id,
+        "StartTime": WHEN,
+        "State": state,
+        "VolumeId": volume_id,
+        "VolumeSize": size,
+        "Tags": tags({"restarter:cluster": "cluster_abc123", **extra_tags}),
+    }
+
+
+def modification(volume_id: str, state: str | None) -> dict[str, Any]:
+    mod: dict[str, Any] = {
+        "VolumeId": volume_id,
+        "TargetSize": 400,
+        "TargetIops": 3000,
+        "TargetVolumeType": "gp3",
+        "TargetThroughput": 125,
+        "OriginalSize": 200,
+        "OriginalIops": 3000,
+        "OriginalVolumeType": "gp3",
+        "OriginalThroughput": 125,
+        "Progress": 0,
+        "StartTime": WHEN,
+    }
+    if state is not None:
+        mod["ModificationState"] = state
+    return mod
+
+
+def invocation(instance_id: str, status: str, code: int, stdout: str, stderr: str = "") -> dict[str, Any]:
+    done = status not in ("Pending", "InProgress", "Delayed")
+    return {
+        "CommandId": COMMAND_ID,
+        "InstanceId": instance_id,
+        "Comment": "restarter health_check",
+        "DocumentName": "AWS-RunShellScript",
+        "DocumentVersion": "$DEFAULT",
+        "PluginName": "aws:runShellScript",
+        "ResponseCode": code,
+        "ExecutionStartDateTime": "2024-01-15T02:00:06.123Z",
+        "ExecutionElapsedTime": "PT1.52S" if done else "",
+        "ExecutionEndDateTime": "2024-01-15T02:00:07.643Z" if done else "",
+        "Status": status,
+        "StatusDetails": status,
+        "StandardOutputContent": stdout,
+        "StandardOutputUrl": "",
+        "StandardErrorContent": stderr,
+        "StandardErrorUrl": "",
+        "CloudWatchOutputConfig": {"CloudWatchOutputEnabled": False},
+    }
+
+
+def parameter_answer(values: dict[str, str], version: int, selector: str | None = None) -> dict[str, Any]:
+    parameter = {
+        "Name": PARAMETER,
+        "Type": "SecureString",
+        "Value": json.dumps(values, sort_keys=True),
+        "Version": version,
+        "LastModifiedDate": WHEN,
+        "ARN": f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter{PARAMETER}",
+        "DataType": "text",
+    }
+    if selector:
+        parameter["Selector"] = selector
+    return {"Parameter": parameter}
+
+
+def transition(instance_id: str, previous: tuple[int, str], current: tuple[int, str]) -> dict[str, Any]:
+    return {
+        "InstanceId": instance_id,
+        "PreviousState": {"Code": previous[0], "Name": previous[1]},
+        "CurrentState": {"Code": current[0], "Name": current[1]},
+    }
+
+
+def instance_information(instance_id: str, ping: str) -> dict[str, Any]:
+    return {
+        "InstanceId": instance_id,
+        "PingStatus": ping,
+        "LastPingDateTime": WHEN,
+        "AgentVersion": "3.3.1611.0",
+        "IsLatestVersion": False,
+        "PlatformType": "Linux",
+        "PlatformName": "Ubuntu",
+        "PlatformVersion": "22.04",
+        "ResourceType": "EC2Instance",
+        "IPAddress": "10.0.1.10",
+        "ComputerName": "ip-10-0-1-10.ec2.internal",
+        "AssociationStatus": "Success",
+        "SourceId": instance_id,
+        "SourceType": "AWS::EC2::Instance",
     }

@@ -7,81 +7,20 @@ the model refuses, or an answer outside the output shape, fails the test before 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from botocore.stub import ANY
 
 from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, SnapshotView, VolumeView
-from tests.contract.conftest import (
-    ACCOUNT,
-    COMMAND_ID,
-    WHEN,
-    Stubbed,
-    instance,
-    reservations,
-    send_command_answer,
-    tags,
-    volume,
-)
+from tests.contract import conftest as shapes
+from tests.contract.conftest import COMMAND_ID, PARAMETER, Stubbed, model_violations
 
 IDS = ["i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"]
-PARAMETER = "/restarter/clusters/cluster_abc123/environment"
-
-
-def _status(instance_id: str, instance_status: str, system_status: str) -> dict[str, Any]:
-    return {
-        "AvailabilityZone": "us-east-1a",
-        "InstanceId": instance_id,
-        "InstanceState": {"Code": 16, "Name": "running"},
-        "InstanceStatus": {"Details": [{"Name": "reachability", "Status": "passed"}], "Status": instance_status},
-        "SystemStatus": {"Details": [{"Name": "reachability", "Status": "passed"}], "Status": system_status},
-        "AttachedEbsStatus": {"Details": [{"Name": "reachability", "Status": "passed"}], "Status": "ok"},
-        "Events": [],
-    }
-
-
-def _gpu_type(name: str, vcpus: int, memory_mib: int, gpus: int, gpu: str, gpu_mib: int) -> dict[str, Any]:
-    """A DescribeInstanceTypes entry, trimmed to what a GPU type's real answer always carries."""
-    return {
-        "InstanceType": name,
-        "CurrentGeneration": True,
-        "FreeTierEligible": False,
-        "SupportedUsageClasses": ["on-demand", "spot"],
-        "SupportedRootDeviceTypes": ["ebs"],
-        "SupportedVirtualizationTypes": ["hvm"],
-        "BareMetal": False,
-        "Hypervisor": "nitro",
-        "ProcessorInfo": {"SupportedArchitectures": ["x86_64"], "SustainedClockSpeedInGhz": 3.0},
-        "VCpuInfo": {"DefaultVCpus": vcpus, "DefaultCores": vcpus // 2, "DefaultThreadsPerCore": 2},
-        "MemoryInfo": {"SizeInMiB": memory_mib},
-        "InstanceStorageSupported": True,
-        "GpuInfo": {
-            "Gpus": [{"Name": gpu, "Manufacturer": "NVIDIA", "Count": gpus, "MemoryInfo": {"SizeInMiB": gpu_mib}}],
-            "TotalGpuMemoryInMiB": gpus * gpu_mib,
-        },
-        "HibernationSupported": False,
-        "BurstablePerformanceSupported": False,
-        "DedicatedHostsSupported": True,
-        "AutoRecoverySupported": False,
-        "SupportedBootModes": ["legacy-bios", "uefi"],
-    }
-
-
-def _snapshot(snapshot_id: str, volume_id: str, size: int, state: str, extra_tags: dict[str, str]) -> dict[str, Any]:
-    return {
-        "Description": "restarter checkpoint ckpt_20240115",
-        "Encrypted": False,
-        "OwnerId": ACCOUNT,
-        "Progress": "100%" if state == "completed" else "0%",
-        "SnapshotId": snapshot_id,
-        "StartTime": WHEN,
-        "State": state,
-        "VolumeId": volume_id,
-        "VolumeSize": size,
-        "Tags": tags({"restarter:cluster": "cluster_abc123", **extra_tags}),
-    }
+ROOT_AND_DATA = [
+    shapes.volume("vol-0aaaaaaaaaaaaaaaa", IDS[0], "/dev/sda1", 200),
+    shapes.volume("vol-0bbbbbbbbbbbbbbbb", IDS[0], "/dev/sdf", 1000),
+]
 
 
 # ------------------------------------------------------------------ inventory
@@ -89,36 +28,28 @@ def _snapshot(snapshot_id: str, volume_id: str, size: int, state: str, extra_tag
 
 def test_describe_instances_joins_status_checks_in_the_order_asked(stubbed: Stubbed) -> None:
     # given: EC2 lists the instances in its own order; the stopped one has no status checks
-    stopped = instance(IDS[1], state="stopped", index=1, Tags=tags({"restarter:cluster": "cluster_abc123"}))
+    stopped = shapes.instance(
+        IDS[1], state="stopped", index=1, Tags=shapes.tags({"restarter:cluster": "cluster_abc123"})
+    )
     stubbed.ec2.add_response(
-        "describe_instances", reservations(stopped, instance(IDS[0])), expected_params={"InstanceIds": IDS}
+        "describe_instances",
+        shapes.reservations(stopped, shapes.instance(IDS[0])),
+        expected_params={"InstanceIds": IDS},
     )
     stubbed.ec2.add_response(
         "describe_instance_status",
-        {"InstanceStatuses": [_status(IDS[0], "ok", "ok")]},
+        {"InstanceStatuses": [shapes.instance_status(IDS[0], "ok", "ok")]},
         expected_params={"InstanceIds": IDS, "IncludeAllInstances": True},
     )
     # when
     views = stubbed.provider.describe_instances(IDS)
     # then
+    cluster_tag = {"restarter:cluster": "cluster_abc123"}
     assert views == [
         InstanceView(
-            instance_id=IDS[0],
-            state="running",
-            instance_type="p4d.24xlarge",
-            instance_status="ok",
-            system_status="ok",
-            public_dns="ec2-54-0-0-10.compute-1.amazonaws.com",
-            private_ip="10.0.1.10",
+            IDS[0], "running", "p4d.24xlarge", "ok", "ok", "ec2-54-0-0-10.compute-1.amazonaws.com", "10.0.1.10"
         ),
-        InstanceView(
-            instance_id=IDS[1],
-            state="stopped",
-            instance_type="p4d.24xlarge",
-            public_dns=None,
-            private_ip="10.0.1.11",
-            tags={"restarter:cluster": "cluster_abc123"},
-        ),
+        InstanceView(IDS[1], "stopped", "p4d.24xlarge", public_dns=None, private_ip="10.0.1.11", tags=cluster_tag),
     ]
     assert views[0].status_checks_ok and not views[1].status_checks_ok
     stubbed.assert_no_pending_responses()
@@ -127,16 +58,11 @@ def test_describe_instances_joins_status_checks_in_the_order_asked(stubbed: Stub
 def test_describe_volumes_finds_each_root_by_the_instance_root_device(stubbed: Stubbed) -> None:
     # given
     stubbed.ec2.add_response(
-        "describe_instances", reservations(instance(IDS[0])), expected_params={"InstanceIds": IDS[:1]}
+        "describe_instances", shapes.reservations(shapes.instance(IDS[0])), expected_params={"InstanceIds": IDS[:1]}
     )
     stubbed.ec2.add_response(
         "describe_volumes",
-        {
-            "Volumes": [
-                volume("vol-0bbbbbbbbbbbbbbbb", IDS[0], "/dev/sdf", 1000),
-                volume("vol-0aaaaaaaaaaaaaaaa", IDS[0], "/dev/sda1", 200),
-            ]
-        },
+        {"Volumes": ROOT_AND_DATA[::-1]},
         expected_params={"Filters": [{"Name": "attachment.instance-id", "Values": IDS[:1]}]},
     )
     # when
@@ -153,7 +79,7 @@ def test_describe_instance_type_reads_gpus_and_memory(stubbed: Stubbed) -> None:
     # given: p4d.24xlarge as EC2 describes it (8 x A100 40 GB, 1152 GiB)
     stubbed.ec2.add_response(
         "describe_instance_types",
-        {"InstanceTypes": [_gpu_type("p4d.24xlarge", 96, 1179648, 8, "A100", 40960)]},
+        {"InstanceTypes": [shapes.gpu_type("p4d.24xlarge", 96, 1179648, 8, "A100", 40960)]},
         expected_params={"InstanceTypes": ["p4d.24xlarge"]},
     )
     # when
@@ -169,12 +95,12 @@ def test_instance_types_in_family_follows_next_token(stubbed: Stubbed) -> None:
     family_filter = [{"Name": "instance-type", "Values": ["g5.*"]}]
     stubbed.ec2.add_response(
         "describe_instance_types",
-        {"InstanceTypes": [_gpu_type("g5.xlarge", 4, 16384, 1, "A10G", 24576)], "NextToken": "page-2"},
+        {"InstanceTypes": [shapes.gpu_type("g5.xlarge", 4, 16384, 1, "A10G", 24576)], "NextToken": "page-2"},
         expected_params={"Filters": family_filter},
     )
     stubbed.ec2.add_response(
         "describe_instance_types",
-        {"InstanceTypes": [_gpu_type("g5.48xlarge", 192, 786432, 8, "A10G", 24576)]},
+        {"InstanceTypes": [shapes.gpu_type("g5.48xlarge", 192, 786432, 8, "A10G", 24576)]},
         expected_params={"Filters": family_filter, "NextToken": "page-2"},
     )
     # when
@@ -190,20 +116,12 @@ def test_instance_types_in_family_follows_next_token(stubbed: Stubbed) -> None:
 # ------------------------------------------------------------------ power
 
 
-def _transition(instance_id: str, previous: tuple[int, str], current: tuple[int, str]) -> dict[str, Any]:
-    return {
-        "InstanceId": instance_id,
-        "PreviousState": {"Code": previous[0], "Name": previous[1]},
-        "CurrentState": {"Code": current[0], "Name": current[1]},
-    }
-
-
 def test_power_calls_send_what_ec2_accepts(stubbed: Stubbed) -> None:
     # given: RebootInstances and ModifyInstanceAttribute answer nothing but the request id
     stubbed.ec2.add_response("reboot_instances", {}, expected_params={"InstanceIds": IDS})
     stubbed.ec2.add_response(
         "stop_instances",
-        {"StoppingInstances": [_transition(i, (16, "running"), (64, "stopping")) for i in IDS]},
+        {"StoppingInstances": [shapes.transition(i, (16, "running"), (64, "stopping")) for i in IDS]},
         expected_params={"InstanceIds": IDS, "Force": True},
     )
     stubbed.ec2.add_response(
@@ -213,7 +131,7 @@ def test_power_calls_send_what_ec2_accepts(stubbed: Stubbed) -> None:
     )
     stubbed.ec2.add_response(
         "start_instances",
-        {"StartingInstances": [_transition(i, (80, "stopped"), (0, "pending")) for i in IDS]},
+        {"StartingInstances": [shapes.transition(i, (80, "stopped"), (0, "pending")) for i in IDS]},
         expected_params={"InstanceIds": IDS},
     )
     # when
@@ -241,30 +159,25 @@ def test_create_checkpoint_snapshots_every_volume_of_each_instance(stubbed: Stub
     # given
     checkpoint = {"restarter:checkpoint": "ckpt_20240115", "restarter:cluster": "cluster_abc123"}
     stubbed.ec2.add_response(
-        "describe_instances", reservations(instance(IDS[0])), expected_params={"InstanceIds": IDS[:1]}
+        "describe_instances", shapes.reservations(shapes.instance(IDS[0])), expected_params={"InstanceIds": IDS[:1]}
     )
     stubbed.ec2.add_response(
         "describe_volumes",
-        {
-            "Volumes": [
-                volume("vol-0aaaaaaaaaaaaaaaa", IDS[0], "/dev/sda1", 200),
-                volume("vol-0bbbbbbbbbbbbbbbb", IDS[0], "/dev/sdf", 1000),
-            ]
-        },
+        {"Volumes": ROOT_AND_DATA},
         expected_params={"Filters": [{"Name": "attachment.instance-id", "Values": IDS[:1]}]},
     )
     stubbed.ec2.add_response(
         "create_snapshots",
         {
             "Snapshots": [
-                _snapshot("snap-0aaaaaaaaaaaaaaaa", "vol-0aaaaaaaaaaaaaaaa", 200, "pending", checkpoint),
-                _snapshot("snap-0bbbbbbbbbbbbbbbb", "vol-0bbbbbbbbbbbbbbbb", 1000, "pending", checkpoint),
+                shapes.snapshot("snap-0aaaaaaaaaaaaaaaa", "vol-0aaaaaaaaaaaaaaaa", 200, "pending", checkpoint),
+                shapes.snapshot("snap-0bbbbbbbbbbbbbbbb", "vol-0bbbbbbbbbbbbbbbb", 1000, "pending", checkpoint),
             ]
         },
         expected_params={
             "InstanceSpecification": {"InstanceId": IDS[0], "ExcludeBootVolume": False},
             "Description": "restarter checkpoint ckpt_20240115",
-            "TagSpecifications": [{"ResourceType": "snapshot", "Tags": tags(checkpoint)}],
+            "TagSpecifications": [{"ResourceType": "snapshot", "Tags": shapes.tags(checkpoint)}],
             "CopyTagsFromSource": "volume",
         },
     )
@@ -278,8 +191,10 @@ def test_create_checkpoint_snapshots_every_volume_of_each_instance(stubbed: Stub
 def test_snapshot_states_and_descriptions(stubbed: Stubbed) -> None:
     # given: the same two snapshots asked by id, then through a filter
     snaps = [
-        _snapshot("snap-0aaaaaaaaaaaaaaaa", "vol-0aaaaaaaaaaaaaaaa", 200, "completed", {"restarter:checkpoint": "c1"}),
-        _snapshot("snap-0bbbbbbbbbbbbbbbb", "vol-0bbbbbbbbbbbbbbbb", 1000, "pending", {}),
+        shapes.snapshot(
+            "snap-0aaaaaaaaaaaaaaaa", "vol-0aaaaaaaaaaaaaaaa", 200, "completed", {"restarter:checkpoint": "c1"}
+        ),
+        shapes.snapshot("snap-0bbbbbbbbbbbbbbbb", "vol-0bbbbbbbbbbbbbbbb", 1000, "pending", {}),
     ]
     ids = [s["SnapshotId"] for s in snaps]
     stubbed.ec2.add_response("describe_snapshots", {"Snapshots": snaps}, expected_params={"SnapshotIds": ids})
@@ -301,38 +216,19 @@ def test_snapshot_states_and_descriptions(stubbed: Stubbed) -> None:
     stubbed.assert_no_pending_responses()
 
 
-def _modification(volume_id: str, state: str | None) -> dict[str, Any]:
-    mod: dict[str, Any] = {
-        "VolumeId": volume_id,
-        "TargetSize": 400,
-        "TargetIops": 3000,
-        "TargetVolumeType": "gp3",
-        "TargetThroughput": 125,
-        "OriginalSize": 200,
-        "OriginalIops": 3000,
-        "OriginalVolumeType": "gp3",
-        "OriginalThroughput": 125,
-        "Progress": 0,
-        "StartTime": WHEN,
-    }
-    if state is not None:
-        mod["ModificationState"] = state
-    return mod
-
-
 def test_grow_volume_and_its_modification_states(stubbed: Stubbed) -> None:
     # given: one modification still optimizing, one whose record has no state (read as completed)
     stubbed.ec2.add_response(
         "modify_volume",
-        {"VolumeModification": _modification("vol-0aaaaaaaaaaaaaaaa", "modifying")},
+        {"VolumeModification": shapes.modification("vol-0aaaaaaaaaaaaaaaa", "modifying")},
         expected_params={"VolumeId": "vol-0aaaaaaaaaaaaaaaa", "Size": 400},
     )
     stubbed.ec2.add_response(
         "describe_volumes_modifications",
         {
             "VolumesModifications": [
-                _modification("vol-0aaaaaaaaaaaaaaaa", "optimizing"),
-                _modification("vol-0bbbbbbbbbbbbbbbb", None),
+                shapes.modification("vol-0aaaaaaaaaaaaaaaa", "optimizing"),
+                shapes.modification("vol-0bbbbbbbbbbbbbbbb", None),
             ]
         },
         expected_params={"VolumeIds": ["vol-0aaaaaaaaaaaaaaaa", "vol-0bbbbbbbbbbbbbbbb"]},
@@ -398,7 +294,7 @@ def test_run_command_sends_a_shell_script_ssm_accepts(
     # given
     stubbed.ssm.add_response(
         "send_command",
-        send_command_answer("AWS-RunShellScript", IDS, {"commands": ["..."]}),
+        shapes.send_command_answer("AWS-RunShellScript", IDS, {"commands": ["..."]}),
         expected_params={
             "InstanceIds": IDS,
             "DocumentName": "AWS-RunShellScript",
@@ -417,18 +313,9 @@ def test_run_command_sends_a_shell_script_ssm_accepts(
     assert all(isinstance(line, str) and line for line in commands)
     assert sent["Parameters"]["executionTimeout"] == [str(sent_timeout)]
     assert set(sent["Parameters"]) == {"commands", "executionTimeout"}
-    stubbed.assert_no_pending_responses()
-
-
-def test_run_command_never_puts_environment_values_in_the_command(stubbed: Stubbed) -> None:
-    # given
-    stubbed.ssm.add_response("send_command", send_command_answer("AWS-RunShellScript", IDS[:1], {}))
-    # when
-    stubbed.provider.run_command(IDS[:1], "start_services", OPS["start_services"], 900)
-    # then: the script reads the SecureString parameter by name on the instance
-    script = "\n".join(stubbed.params("SendCommand")[0]["Parameters"]["commands"])
-    assert f"aws ssm get-parameter --with-decryption --name {PARAMETER}" in script
-    assert "--env-file /run/restarter.env" in script
+    # environment values never travel in a command: the script reads the SecureString by name
+    reads_parameter = f"aws ssm get-parameter --with-decryption --name {PARAMETER}" in "\n".join(commands)
+    assert reads_parameter == (op == "start_services")
     stubbed.assert_no_pending_responses()
 
 
@@ -441,7 +328,7 @@ def test_run_command_never_puts_environment_values_in_the_command(stubbed: Stubb
 def test_run_command_to_a_cluster_of_more_than_50_instances(stubbed: Stubbed) -> None:
     # given
     many = [f"i-0a1b2c3d4e5f6{n:04d}" for n in range(51)]
-    stubbed.ssm.add_response("send_command", send_command_answer("AWS-RunShellScript", many, {}))
+    stubbed.ssm.add_response("send_command", shapes.send_command_answer("AWS-RunShellScript", many, {}))
     # when / then: one request the real SendCommand accepts
     assert stubbed.provider.run_command(many, "health_check", {"ports": []}, 600) == COMMAND_ID
 
@@ -451,7 +338,7 @@ def test_run_patch_baseline_installs_without_reboot(stubbed: Stubbed) -> None:
     parameters = {"Operation": ["Install"], "RebootOption": ["NoReboot"]}
     stubbed.ssm.add_response(
         "send_command",
-        send_command_answer("AWS-RunPatchBaseline", IDS, parameters),
+        shapes.send_command_answer("AWS-RunPatchBaseline", IDS, parameters),
         expected_params={
             "InstanceIds": IDS,
             "DocumentName": "AWS-RunPatchBaseline",
@@ -464,39 +351,16 @@ def test_run_patch_baseline_installs_without_reboot(stubbed: Stubbed) -> None:
     stubbed.assert_no_pending_responses()
 
 
-def _invocation(instance_id: str, status: str, code: int, stdout: str, stderr: str = "") -> dict[str, Any]:
-    done = status not in ("Pending", "InProgress", "Delayed")
-    return {
-        "CommandId": COMMAND_ID,
-        "InstanceId": instance_id,
-        "Comment": "restarter health_check",
-        "DocumentName": "AWS-RunShellScript",
-        "DocumentVersion": "$DEFAULT",
-        "PluginName": "aws:runShellScript",
-        "ResponseCode": code,
-        "ExecutionStartDateTime": "2024-01-15T02:00:06.123Z",
-        "ExecutionElapsedTime": "PT1.52S" if done else "",
-        "ExecutionEndDateTime": "2024-01-15T02:00:07.643Z" if done else "",
-        "Status": status,
-        "StatusDetails": status,
-        "StandardOutputContent": stdout,
-        "StandardOutputUrl": "",
-        "StandardErrorContent": stderr,
-        "StandardErrorUrl": "",
-        "CloudWatchOutputConfig": {"CloudWatchOutputEnabled": False},
-    }
-
-
 def test_command_invocations_one_per_instance(stubbed: Stubbed) -> None:
     # given: one instance done, one still running (SSM answers ResponseCode -1 then)
     stubbed.ssm.add_response(
         "get_command_invocation",
-        _invocation(IDS[0], "Success", 0, "restarter-health: 2\n### end\n"),
+        shapes.invocation(IDS[0], "Success", 0, "restarter-health: 2\n### end\n"),
         expected_params={"CommandId": COMMAND_ID, "InstanceId": IDS[0]},
     )
     stubbed.ssm.add_response(
         "get_command_invocation",
-        _invocation(IDS[1], "InProgress", -1, ""),
+        shapes.invocation(IDS[1], "InProgress", -1, ""),
         expected_params={"CommandId": COMMAND_ID, "InstanceId": IDS[1]},
     )
     # when
@@ -514,27 +378,14 @@ def test_agents_online_reads_ping_status(stubbed: Stubbed) -> None:
     # given: one agent online, one lost, the third instance not a managed node (absent)
     asked = [*IDS, "i-0a1b2c3d4e5f60003"]
 
-    def info(instance_id: str, ping: str) -> dict[str, Any]:
-        return {
-            "InstanceId": instance_id,
-            "PingStatus": ping,
-            "LastPingDateTime": WHEN,
-            "AgentVersion": "3.3.1611.0",
-            "IsLatestVersion": False,
-            "PlatformType": "Linux",
-            "PlatformName": "Ubuntu",
-            "PlatformVersion": "22.04",
-            "ResourceType": "EC2Instance",
-            "IPAddress": "10.0.1.10",
-            "ComputerName": "ip-10-0-1-10.ec2.internal",
-            "AssociationStatus": "Success",
-            "SourceId": instance_id,
-            "SourceType": "AWS::EC2::Instance",
-        }
-
     stubbed.ssm.add_response(
         "describe_instance_information",
-        {"InstanceInformationList": [info(IDS[0], "Online"), info(IDS[1], "ConnectionLost")]},
+        {
+            "InstanceInformationList": [
+                shapes.instance_information(IDS[0], "Online"),
+                shapes.instance_information(IDS[1], "ConnectionLost"),
+            ]
+        },
         expected_params={"Filters": [{"Key": "InstanceIds", "Values": asked}]},
     )
     # when / then
@@ -543,21 +394,6 @@ def test_agents_online_reads_ping_status(stubbed: Stubbed) -> None:
 
 
 # ------------------------------------------------------------------ environment
-
-
-def _parameter(values: dict[str, str], version: int, selector: str | None = None) -> dict[str, Any]:
-    parameter = {
-        "Name": PARAMETER,
-        "Type": "SecureString",
-        "Value": json.dumps(values, sort_keys=True),
-        "Version": version,
-        "LastModifiedDate": WHEN,
-        "ARN": f"arn:aws:ssm:us-east-1:{ACCOUNT}:parameter{PARAMETER}",
-        "DataType": "text",
-    }
-    if selector:
-        parameter["Selector"] = selector
-    return {"Parameter": parameter}
 
 
 def test_environment_round_trip_through_a_secure_string(stubbed: Stubbed) -> None:
@@ -575,11 +411,11 @@ def test_environment_round_trip_through_a_secure_string(stubbed: Stubbed) -> Non
         },
     )
     stubbed.ssm.add_response(
-        "get_parameter", _parameter(values, 3), expected_params={"Name": PARAMETER, "WithDecryption": True}
+        "get_parameter", shapes.parameter_answer(values, 3), expected_params={"Name": PARAMETER, "WithDecryption": True}
     )
     stubbed.ssm.add_response(
         "get_parameter",
-        _parameter({"MODEL_VERSION": "v0.9"}, 2, selector=":2"),
+        shapes.parameter_answer({"MODEL_VERSION": "v0.9"}, 2, selector=":2"),
         expected_params={"Name": f"{PARAMETER}:2", "WithDecryption": True},
     )
     stubbed.ssm.add_response("delete_parameter", {}, expected_params={"Name": PARAMETER})
@@ -591,3 +427,22 @@ def test_environment_round_trip_through_a_secure_string(stubbed: Stubbed) -> Non
     # then
     assert (version, latest, older, deleted) == (3, values, {"MODEL_VERSION": "v0.9"}, None)
     stubbed.assert_no_pending_responses()
+
+
+def test_the_model_checks_catch_what_botocore_lets_through(stubbed: Stubbed) -> None:
+    # given: a SendCommand and a PutParameter that botocore's validation passes
+    ssm = stubbed.ssm.client.meta.service_model
+    send_shape, put_shape = (
+        ssm.operation_model("SendCommand").input_shape,
+        ssm.operation_model("PutParameter").input_shape,
+    )
+    assert send_shape is not None and put_shape is not None
+    send = {"InstanceIds": ["i-1"], "DocumentName": "AWS RunShellScript", "Comment": "x" * 101, "TimeoutSeconds": 30}
+    put = {"Name": PARAMETER, "Value": "{}", "Tier": "Cheap"}
+    # when
+    problems = [
+        *model_violations(send, send_shape),
+        *model_violations(put, put_shape),
+    ]
+    # then: the pattern of the ids and of the name, the comment's maximum, the tier's enum
+    assert [p.split(":")[0] for p in problems] == ["InstanceIds[0]", "DocumentName", "Comment", "Tier"]
