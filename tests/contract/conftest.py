@@ -38,6 +38,10 @@ PARAMETER = "/restarter/clusters/cluster_abc123/environment"
 COMMAND_ID = "5a9cd0e0-3b8b-4f5e-9a6e-7c2f1d0e4b21"  # SSM command ids are 36-character UUIDs
 
 
+class ModelViolationError(AssertionError):
+    """A request the real service refuses by its model's maximums, enums or patterns."""
+
+
 def model_violations(value: Any, shape: Shape, path: str = "", *, patterns: bool = True) -> list[str]:
     """The maximums, enums and patterns of `shape` that `value` breaks (botocore checks none).
 
@@ -103,7 +107,7 @@ def _real_client(service: str, stubbed: Stubbed) -> Any:
         stubbed.sent.append((model.name, params))
         problems = model_violations(params, model.input_shape) if model.input_shape is not None else []
         if problems:
-            raise AssertionError(f"{service}:{model.name}: the real service refuses: " + "; ".join(problems))
+            raise ModelViolationError(f"{service}:{model.name}: the real service refuses: " + "; ".join(problems))
 
     def never_send(request: Any, **_: Any) -> None:
         raise AssertionError(f"{service}: a request reached the network layer: {request.url}")

@@ -79,13 +79,14 @@ CASES = [
 SSM_COMMON = {"ThrottlingException", "AccessDeniedException"}
 
 
-def _operation(stubbed: Stubbed, case: Case) -> str:
-    client = (stubbed.ec2 if case.service == "ec2" else stubbed.ssm).client
-    return str(client.meta.method_to_api_mapping[case.method])
+def _operation(stubbed: Stubbed, service: str, method: str) -> str:
+    client = (stubbed.ec2 if service == "ec2" else stubbed.ssm).client
+    return str(client.meta.method_to_api_mapping[method])
 
 
-def _modeled(stubbed: Stubbed, case: Case) -> set[str]:
-    model = stubbed.ssm.client.meta.service_model.operation_model(_operation(stubbed, case))
+def _ssm_errors(stubbed: Stubbed, method: str) -> set[str]:
+    """The error codes SSM's model lists for the operation behind this client method."""
+    model = stubbed.ssm.client.meta.service_model.operation_model(_operation(stubbed, "ssm", method))
     return {shape.name for shape in model.error_shapes}
 
 
@@ -93,7 +94,7 @@ def _modeled(stubbed: Stubbed, case: Case) -> set[str]:
 def test_a_real_error_code_becomes_the_error_the_state_machine_expects(stubbed: Stubbed, case: Case) -> None:
     # given: the service answers the code with its HTTP status
     if case.service == "ssm" and case.code not in SSM_COMMON:
-        assert case.code in _modeled(stubbed, case), f"{case.code} is not an error of ssm:{_operation(stubbed, case)}"
+        assert case.code in _ssm_errors(stubbed, case.method), f"{case.code} is not an error of ssm:{case.method}"
     stubber = stubbed.ec2 if case.service == "ec2" else stubbed.ssm
     stubber.add_client_error(
         case.method, service_error_code=case.code, service_message=case.message, http_status_code=case.status
@@ -104,7 +105,8 @@ def test_a_real_error_code_becomes_the_error_the_state_machine_expects(stubbed: 
     # then: exactly the expected class (TransientProviderError is no ProviderError), the code in details
     error = raised.value
     assert type(error) is case.expected
-    assert error.details == {"operation": f"{case.service}:{_operation(stubbed, case)}", "aws_error_code": case.code}
+    operation = f"{case.service}:{_operation(stubbed, case.service, case.method)}"
+    assert error.details == {"operation": operation, "aws_error_code": case.code}
     assert isinstance(error.__cause__, ClientError)
     assert error.__cause__.response["ResponseMetadata"]["HTTPStatusCode"] == case.status
     stubbed.assert_no_pending_responses()
@@ -127,7 +129,7 @@ def test_the_second_call_of_describe_instances_names_its_own_operation(stubbed: 
 def test_a_missing_environment_parameter_is_an_empty_environment(stubbed: Stubbed) -> None:
     # given: both calls answer SSM's modeled ParameterNotFound
     for method in ("get_parameter", "delete_parameter"):
-        assert "ParameterNotFound" in _modeled(stubbed, Case("ssm", method, "", 0, "", print, ProviderError))
+        assert "ParameterNotFound" in _ssm_errors(stubbed, method)
         stubbed.ssm.add_client_error(method, "ParameterNotFound", "", 400)
     # when
     read = stubbed.provider.get_environment(PARAMETER)
@@ -167,6 +169,23 @@ def test_a_request_the_model_refuses_is_a_provider_error_before_anything_is_sent
         stubbed.ssm.assert_no_pending_responses()
 
 
+SSM_METHODS = [
+    "send_command",
+    "get_command_invocation",
+    "describe_instance_information",
+    "put_parameter",
+    "get_parameter",
+    "delete_parameter",
+]
+
+
+def test_every_ssm_operation_of_the_provider_models_internal_server_error(stubbed: Stubbed) -> None:
+    # when
+    without = [method for method in SSM_METHODS if "InternalServerError" not in _ssm_errors(stubbed, method)]
+    # then: SSM's HTTP 500 is `InternalServerError`, not EC2's `InternalError`
+    assert without == []
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
@@ -182,7 +201,6 @@ def test_a_request_the_model_refuses_is_a_provider_error_before_anything_is_sent
 )
 def test_an_ssm_internal_server_error_is_retried(stubbed: Stubbed, method: str, call: Callable[..., Any]) -> None:
     # given
-    assert "InternalServerError" in _modeled(stubbed, Case("ssm", method, "", 0, "", print, ProviderError))
     stubbed.ssm.add_client_error(method, "InternalServerError", "An internal error occurred.", 500)
     # when
     with pytest.raises(RestarterError) as raised:
