@@ -427,12 +427,6 @@ SERVER_ERRORS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 500 the model declares (Scheduler `InternalServerException`, CloudWatch `InternalServiceError`) "
-    "is not in aws_errors.TRANSIENT_CODES (it has InternalError, InternalFailure): after the SDK's retries "
-    "it surfaces as a permanent ProviderError, not a retryable TransientProviderError",
-)
 @pytest.mark.parametrize(("service", "method", "code"), SERVER_ERRORS.values(), ids=SERVER_ERRORS.keys())
 def test_given_the_service_fails_internally_when_the_adapter_calls_it_then_it_is_transient(
     stubbed: Any, service: str, method: str, code: str

@@ -525,11 +525,5 @@ def test_given_a_missing_table_when_any_store_call_runs_then_it_is_a_provider_er
     assert _refused(stubbed, name, "ResourceNotFoundException").type is ProviderError
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DynamoDB's 500 is `InternalServerError` (declared by every DynamoDB operation), which "
-    "aws_errors.TRANSIENT_CODES lacks (it has InternalError, InternalFailure): after the SDK's own "
-    "retries it surfaces as a permanent ProviderError instead of a retryable TransientProviderError",
-)
 def test_given_dynamodb_fails_internally_when_a_store_call_runs_then_it_is_transient(stubbed: Any) -> None:
     assert _refused(stubbed, "ClusterStore.get", "InternalServerError").type is TransientProviderError

@@ -24,6 +24,11 @@ TRANSIENT_CODES = frozenset(
         "ServiceUnavailable",
         "InternalError",
         "InternalFailure",
+        # the 500s the service models declare: DynamoDB and SSM, Scheduler, CloudWatch
+        "InternalServerError",
+        "InternalServerException",
+        "InternalServiceError",
+        "ExecutionLimitExceeded",  # Step Functions: too many running executions for now
         "InvocationDoesNotExist",  # SSM: the invocation is not registered yet
     }
 )

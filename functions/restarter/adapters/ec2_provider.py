@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 
 
 CONTAINER_NAME = "restarter-workload"
+# SendCommand takes at most 50 InstanceIds
+SEND_COMMAND_MAX_TARGETS = 50
+COMMAND_ID_SEPARATOR = "+"
+
+
+def _chunks(instance_ids: list[str]) -> list[list[str]]:
+    return [
+        instance_ids[n : n + SEND_COMMAND_MAX_TARGETS] for n in range(0, len(instance_ids), SEND_COMMAND_MAX_TARGETS)
+    ]
 
 
 def _script(op: str, args: dict[str, Any]) -> list[str]:
@@ -327,37 +336,48 @@ class Ec2Provider:
     # ----------------------------------------------------------- commands
     def run_command(self, instance_ids: list[str], op: str, args: dict[str, Any], timeout_seconds: int) -> str:
         commands = _script(op, args)
-        response = call(
-            "ssm:SendCommand",
-            lambda: self._ssm.send_command(
-                InstanceIds=instance_ids,
-                DocumentName="AWS-RunShellScript",
-                Comment=f"restarter {op}",
-                TimeoutSeconds=max(30, timeout_seconds),
-                Parameters={"commands": commands, "executionTimeout": [str(max(30, timeout_seconds))]},
-            ),
+        seconds = max(30, timeout_seconds)
+        return self._send(
+            instance_ids,
+            DocumentName="AWS-RunShellScript",
+            Comment=f"restarter {op}",
+            TimeoutSeconds=seconds,
+            Parameters={"commands": commands, "executionTimeout": [str(seconds)]},
         )
-        return str(response["Command"]["CommandId"])
 
     def run_patch_baseline(self, instance_ids: list[str]) -> str:
-        response = call(
-            "ssm:SendCommand",
-            lambda: self._ssm.send_command(
-                InstanceIds=instance_ids,
-                DocumentName="AWS-RunPatchBaseline",
-                Comment="restarter apply_system_updates",
-                Parameters={"Operation": ["Install"], "RebootOption": ["NoReboot"]},
-            ),
+        return self._send(
+            instance_ids,
+            DocumentName="AWS-RunPatchBaseline",
+            Comment="restarter apply_system_updates",
+            Parameters={"Operation": ["Install"], "RebootOption": ["NoReboot"]},
         )
-        return str(response["Command"]["CommandId"])
+
+    def _send(self, instance_ids: list[str], **command: Any) -> str:
+        """One SendCommand per 50 instances (SSM's limit); several ids are joined by `+`."""
+        ids = []
+        for chunk in _chunks(instance_ids):
+            response = call(
+                "ssm:SendCommand",
+                lambda chunk=chunk: self._ssm.send_command(InstanceIds=chunk, **command),  # type: ignore[misc]
+            )
+            ids.append(str(response["Command"]["CommandId"]))
+        return COMMAND_ID_SEPARATOR.join(ids)
 
     def command_invocations(self, command_id: str, instance_ids: list[str]) -> list[CommandInvocation]:
+        """`instance_ids`: the instances the command was sent to, in the same order (a command to
+        more than 50 instances is one SendCommand per 50: its id names each, joined by `+`)."""
+        command_ids = command_id.split(COMMAND_ID_SEPARATOR)
+        owners = {
+            iid: command_ids[min(n // SEND_COMMAND_MAX_TARGETS, len(command_ids) - 1)]
+            for n, iid in enumerate(instance_ids)
+        }
         result = []
         for instance_id in instance_ids:
             inv = call(
                 "ssm:GetCommandInvocation",
                 lambda iid=instance_id: self._ssm.get_command_invocation(  # type: ignore[misc]
-                    CommandId=command_id, InstanceId=iid
+                    CommandId=owners[iid], InstanceId=iid
                 ),
             )
             result.append(
