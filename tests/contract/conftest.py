@@ -222,11 +222,13 @@ def volume(volume_id: str, instance_id: str, device: str, size: int) -> dict[str
     }
 
 
-def send_command_answer(document: str, instance_ids: list[str], parameters: dict[str, list[str]]) -> dict[str, Any]:
+def send_command_answer(
+    document: str, instance_ids: list[str], parameters: dict[str, list[str]], command_id: str = COMMAND_ID
+) -> dict[str, Any]:
     """SendCommand's answer: the command accepted, no agent has run it yet."""
     return {
         "Command": {
-            "CommandId": COMMAND_ID,
+            "CommandId": command_id,
             "DocumentName": document,
             "DocumentVersion": "$DEFAULT",
             "Comment": "",

@@ -14,7 +14,7 @@ from botocore.stub import ANY
 
 from restarter.domain.inventory import CommandInvocation, InstanceTypeInfo, InstanceView, SnapshotView, VolumeView
 from tests.contract import conftest as shapes
-from tests.contract.conftest import COMMAND_ID, PARAMETER, ModelViolationError, Stubbed, model_violations
+from tests.contract.conftest import COMMAND_ID, PARAMETER, Stubbed, model_violations
 
 IDS = ["i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"]
 ROOT_AND_DATA = [
@@ -106,10 +106,8 @@ def test_instance_types_in_family_follows_next_token(stubbed: Stubbed) -> None:
     # when
     found = stubbed.provider.instance_types_in_family("g5")
     # then
-    assert [(t.name, t.vcpus, t.memory_gb, t.gpu_count) for t in found] == [
-        ("g5.xlarge", 4, 16, 1),
-        ("g5.48xlarge", 192, 768, 8),
-    ]
+    expected = [("g5.xlarge", 4, 16, 1), ("g5.48xlarge", 192, 768, 8)]
+    assert [(t.name, t.vcpus, t.memory_gb, t.gpu_count) for t in found] == expected
     stubbed.assert_no_pending_responses()
 
 
@@ -135,20 +133,13 @@ def test_power_calls_send_what_ec2_accepts(stubbed: Stubbed) -> None:
         expected_params={"InstanceIds": IDS},
     )
     # when
-    results = [
-        stubbed.provider.reboot(IDS),
-        stubbed.provider.stop(IDS, force=True),
-        stubbed.provider.modify_instance_type(IDS[0], "p4de.24xlarge"),
-        stubbed.provider.start(IDS),
-    ]
+    provider = stubbed.provider
+    results = [provider.reboot(IDS), provider.stop(IDS, force=True)]
+    results += [provider.modify_instance_type(IDS[0], "p4de.24xlarge"), provider.start(IDS)]
     # then
     assert results == [None, None, None, None]
-    assert [name for name, _ in stubbed.sent] == [
-        "RebootInstances",
-        "StopInstances",
-        "ModifyInstanceAttribute",
-        "StartInstances",
-    ]
+    sent = [name for name, _ in stubbed.sent]
+    assert sent == ["RebootInstances", "StopInstances", "ModifyInstanceAttribute", "StartInstances"]
     stubbed.assert_no_pending_responses()
 
 
@@ -291,18 +282,11 @@ OPS: dict[str, dict[str, Any]] = {
 def test_run_command_sends_a_shell_script_ssm_accepts(
     stubbed: Stubbed, op: str, timeout: int, sent_timeout: int
 ) -> None:
-    # given
-    stubbed.ssm.add_response(
-        "send_command",
-        shapes.send_command_answer("AWS-RunShellScript", IDS, {"commands": ["..."]}),
-        expected_params={
-            "InstanceIds": IDS,
-            "DocumentName": "AWS-RunShellScript",
-            "Comment": f"restarter {op}",
-            "TimeoutSeconds": sent_timeout,  # SSM refuses less than 30
-            "Parameters": ANY,
-        },
-    )
+    # given: SSM refuses a TimeoutSeconds under 30
+    expected: dict[str, Any] = {"InstanceIds": IDS, "DocumentName": "AWS-RunShellScript", "Comment": f"restarter {op}"}
+    answer = shapes.send_command_answer("AWS-RunShellScript", IDS, {"commands": ["..."]})
+    expected.update(TimeoutSeconds=sent_timeout, Parameters=ANY)
+    stubbed.ssm.add_response("send_command", answer, expected_params=expected)
     # when
     command_id = stubbed.provider.run_command(IDS, op, OPS[op], timeout)
     # then: the script names its op first; the execution timeout is a string, as the document wants
@@ -319,18 +303,30 @@ def test_run_command_sends_a_shell_script_ssm_accepts(
     stubbed.assert_no_pending_responses()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ModelViolationError,
-    reason="ssm:SendCommand: the real service refuses: InstanceIds: 51 items, the model allows at most 50 "
-    "(run_command sends a cluster's instances in one command; clusters have no size limit, fleet files allow 64)",
-)
-def test_run_command_to_a_cluster_of_more_than_50_instances(stubbed: Stubbed) -> None:
-    # given
+def test_a_cluster_of_more_than_50_instances_is_one_command_per_50(stubbed: Stubbed) -> None:
+    # given: SendCommand takes at most 50 InstanceIds, so 51 instances are two commands
     many = [f"i-0a1b2c3d4e5f6{n:04d}" for n in range(51)]
-    stubbed.ssm.add_response("send_command", shapes.send_command_answer("AWS-RunShellScript", many, {}))
-    # when / then: one request the real SendCommand accepts
-    assert stubbed.provider.run_command(many, "health_check", {"ports": []}, 600) == COMMAND_ID
+    second = "0b6e1f2a-4c9d-4e7a-8b1f-2d3e4f5a6b7c"
+    sent = {"DocumentName": "AWS-RunShellScript", "Comment": "restarter reset_gpu", "TimeoutSeconds": 300}
+    for chunk, command_id in ((many[:50], COMMAND_ID), (many[50:], second)):
+        answer = shapes.send_command_answer("AWS-RunShellScript", chunk, {}, command_id)
+        stubbed.ssm.add_response(
+            "send_command", answer, expected_params={**sent, "InstanceIds": chunk, "Parameters": ANY}
+        )
+    owners = [COMMAND_ID] * 50 + [second]
+    for instance_id, command_id in zip(many, owners, strict=True):
+        stubbed.ssm.add_response(
+            "get_command_invocation",
+            shapes.invocation(instance_id, "Success", 0, "reset"),
+            expected_params={"CommandId": command_id, "InstanceId": instance_id},
+        )
+    # when
+    command_id = stubbed.provider.run_command(many, "reset_gpu", {}, 300)
+    invocations = stubbed.provider.command_invocations(command_id, many)
+    # then: one id naming both commands; each instance read from the command that has it
+    assert command_id == f"{COMMAND_ID}+{second}"
+    assert [i.instance_id for i in invocations] == many and {i.status for i in invocations} == {"Success"}
+    stubbed.assert_no_pending_responses()
 
 
 def test_run_patch_baseline_installs_without_reboot(stubbed: Stubbed) -> None:

@@ -70,6 +70,10 @@ CASES = [
          lambda p: p.run_patch_baseline(IDS), TransientProviderError),
     Case("ssm", "put_parameter", "ThrottlingException", 400, "Rate exceeded",
          lambda p: p.put_environment(PARAMETER, {"A": "1"}), TransientProviderError),
+    Case("ssm", "get_command_invocation", "InternalServerError", 500, "An internal error occurred.",
+         lambda p: p.command_invocations(COMMAND_ID, IDS[:1]), TransientProviderError),
+    Case("ssm", "send_command", "InternalServerError", 500, "An internal error occurred.",
+         lambda p: p.run_command(IDS, "reset_gpu", {}, 300), TransientProviderError),
     Case("ssm", "get_parameter", "ParameterVersionNotFound", 400,
          "Systems Manager could not find version 9 of /restarter/clusters/cluster_abc123/environment.",
          lambda p: p.get_environment(PARAMETER, version=9), ProviderError),
@@ -184,26 +188,3 @@ def test_every_ssm_operation_of_the_provider_models_internal_server_error(stubbe
     without = [method for method in SSM_METHODS if "InternalServerError" not in _ssm_errors(stubbed, method)]
     # then: SSM's HTTP 500 is `InternalServerError`, not EC2's `InternalError`
     assert without == []
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="aws_errors.TRANSIENT_CODES lacks SSM's modeled InternalServerError (HTTP 500, an error of every SSM "
-    "operation the provider calls): it becomes ProviderError, so the state machine does not retry it",
-)
-@pytest.mark.parametrize(
-    ("method", "call"),
-    [
-        ("get_command_invocation", lambda p: p.command_invocations(COMMAND_ID, IDS[:1])),
-        ("send_command", lambda p: p.run_command(IDS, "reset_gpu", {}, 300)),
-    ],
-)
-def test_an_ssm_internal_server_error_is_retried(stubbed: Stubbed, method: str, call: Callable[..., Any]) -> None:
-    # given
-    stubbed.ssm.add_client_error(method, "InternalServerError", "An internal error occurred.", 500)
-    # when
-    with pytest.raises(RestarterError) as raised:
-        call(stubbed.provider)
-    # then
-    assert type(raised.value) is TransientProviderError, f"{type(raised.value).__name__}: {raised.value.message}"
