@@ -102,7 +102,7 @@ def test_describe_instance_information(
     assert [i["PingStatus"] for i in answer["InstanceInformationList"]] == ["Online", "ConnectionLost"]
 
 
-def test_describe_instance_information_pages_with_the_old_filter_list(
+def test_describe_instance_information_with_the_old_filter_list(
     recorded: Recorded, cluster: Cluster, aws: LocalAws
 ) -> None:
     # given
