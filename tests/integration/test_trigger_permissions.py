@@ -118,8 +118,14 @@ def requests_for(service: str, action: str, params: dict[str, Any]) -> list[Requ
     if service == "cloudwatch":
         return [Request(iam_action, str(params["ResourceARN"]))]
     if service == "events":
-        bus = str(params["Entries"][0].get("EventBusName", "default"))
-        return [Request(iam_action, "RestarterEventBus" if bus == "restarter-local" else bus)]
+        bus = str(params["Entries"][0].get("EventBusName") if "Entries" in params else params.get("Name"))
+        bus = str(params.get("EventBusName") or bus if bus != "None" else "default").rsplit("/", 1)[-1]
+        arn = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}"
+        return [Request(iam_action, "RestarterEventBus" if bus == "restarter-local" else arn)]
+    if service == "iam" and action == "SimulatePrincipalPolicy":
+        role = str(params["PolicySourceArn"])
+        local = role.rsplit("/", 1)[-1]
+        return [Request(iam_action, local.removeprefix(LOCAL) if local.startswith(LOCAL) else role)]
     if service == "sqs":
         return [Request(iam_action, _queue(str(params["QueueUrl"]).rsplit("/", 1)[-1]))]
     if service == "dynamodb":
@@ -353,6 +359,8 @@ def test_given_every_route_of_the_api_when_called_then_the_api_and_authorizer_ca
     answers["schedules"] = api.call("GET", "/v1/schedules")
     answers["get schedule"] = api.call("GET", f"/v1/schedules/{WEEKLY['name']}")
     answers["delete schedule"] = api.call("DELETE", f"/v1/schedules/{WEEKLY['name']}")
+    answers["diagnostics"] = api.call("GET", "/v1/diagnostics")
+    answers["cluster diagnostics"] = api.call("GET", "/v1/diagnostics", query={"cluster_id": [cluster.id]})
     answers["bad key"] = api.call("GET", "/v1/clusters", key="rk_unknown_key")
     settle(aws)
 
@@ -366,6 +374,7 @@ def test_given_every_route_of_the_api_when_called_then_the_api_and_authorizer_ca
     assert {"ssm:SendCommand", "states:StartExecution", "scheduler:CreateSchedule", "iam:PassRole"} <= api_calls, (
         sorted(api_calls)
     )
+    assert {"dynamodb:DescribeTable", "events:ListRules", "ssm:DescribeInstanceInformation"} <= api_calls  # diagnostics
     assert "dynamodb:GetItem" in actions(calls_by_function, "ApiKeyAuthorizerFunction")
     functions = ("ApiFunction", "ApiKeyAuthorizerFunction", "RestartStepFunction", "RolloutStepFunction")
     assert refused(calls_by_function, functions) == {f: [] for f in functions}
