@@ -129,14 +129,6 @@ def test_get_command_invocation_of_the_simulated_agents(
     assert all(i.status == "Success" and "restarter-health" in i.stdout for i in invocations)
 
 
-LIST_INVOCATIONS_MISMATCH = (
-    "ssm:ListCommandInvocations: Invalid length for parameter CommandInvocations[0].CommandPlugins[0]."
-    "OutputS3BucketName, value: 0, valid min length: 3; Invalid length for parameter "
-    "CommandInvocations[0].CloudWatchOutputConfig.CloudWatchLogGroupName, value: 0, valid min length: 1"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=ShapeMismatchError, reason=LIST_INVOCATIONS_MISMATCH)
 def test_list_command_invocations_with_details(
     recorded: Recorded, provider: Ec2Provider, cluster: Cluster, aws: LocalAws
 ) -> None:
@@ -150,7 +142,6 @@ def test_list_command_invocations_with_details(
     recorded.assert_real_shape("ssm", "ListCommandInvocations")
 
 
-@pytest.mark.xfail(strict=True, raises=ShapeMismatchError, reason=LIST_INVOCATIONS_MISMATCH.split("; ")[1])
 def test_list_command_invocations_paged_and_filtered(
     recorded: Recorded, provider: Ec2Provider, cluster: Cluster, aws: LocalAws
 ) -> None:
@@ -182,13 +173,6 @@ def test_a_failed_and_an_undelivered_command(
     assert "DeliveryTimedOut" in [g["StatusDetails"] for g in recorded.of("ssm", "GetCommandInvocation")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ShapeMismatchError,
-    reason="ssm:SendCommand (and ListCommands, through the patched Command.response_object): Invalid length for "
-    "parameter Command.OutputS3Region, value: 0, valid min length: 3; Invalid length for parameter "
-    "Command.OutputS3BucketName, value: 0, valid min length: 3",
-)
 def test_send_command_and_list_commands_answer_the_real_command_shape(
     recorded: Recorded, provider: Ec2Provider, cluster: Cluster, aws: LocalAws
 ) -> None:

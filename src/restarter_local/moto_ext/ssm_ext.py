@@ -122,6 +122,11 @@ def _wrap_response_object(original: Callable[[Command], dict[str, Any]]) -> Call
     def response_object(self: Command) -> dict[str, Any]:
         result = original(self)
         result["DeliveryTimedOutCount"] = getattr(self, _DTO_ATTR, 0)
+        # the output shape: a region of 3+ characters, no empty bucket or prefix (moto gives "")
+        result["OutputS3Region"] = result.get("OutputS3Region") or self.backend_region
+        for key in ("OutputS3BucketName", "OutputS3KeyPrefix"):
+            if not result.get(key):
+                result.pop(key, None)
         return result
 
     return response_object
@@ -176,7 +181,7 @@ def _invocation_view(command: Command, invocation: dict[str, Any], details: bool
         "CommandPlugins": [],
         "ServiceRole": command.service_role_arn,
         "NotificationConfig": command.notification_config,
-        "CloudWatchOutputConfig": {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False},
+        "CloudWatchOutputConfig": {"CloudWatchOutputEnabled": False},
     }
     if details:
         view["CommandPlugins"] = [
@@ -191,8 +196,8 @@ def _invocation_view(command: Command, invocation: dict[str, Any], details: bool
                 "StandardOutputUrl": "",
                 "StandardErrorUrl": "",
                 "OutputS3Region": command.output_s3_region or command.backend_region,
-                "OutputS3BucketName": command.output_s3_bucket_name,
-                "OutputS3KeyPrefix": command.output_s3_key_prefix,
+                **({"OutputS3BucketName": command.output_s3_bucket_name} if command.output_s3_bucket_name else {}),
+                **({"OutputS3KeyPrefix": command.output_s3_key_prefix} if command.output_s3_key_prefix else {}),
             }
         ]
     return view
