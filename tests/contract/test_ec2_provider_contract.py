@@ -374,15 +374,16 @@ def test_agents_online_reads_ping_status(stubbed: Stubbed) -> None:
     # given: one agent online, one lost, the third instance not a managed node (absent)
     asked = [*IDS, "i-0a1b2c3d4e5f60003"]
 
+    filters = [{"Key": "InstanceIds", "Values": asked}]
     stubbed.ssm.add_response(
         "describe_instance_information",
-        {
-            "InstanceInformationList": [
-                shapes.instance_information(IDS[0], "Online"),
-                shapes.instance_information(IDS[1], "ConnectionLost"),
-            ]
-        },
-        expected_params={"Filters": [{"Key": "InstanceIds", "Values": asked}]},
+        {"InstanceInformationList": [shapes.instance_information(IDS[0], "Online")], "NextToken": "page-2"},
+        expected_params={"Filters": filters, "MaxResults": 50},
+    )
+    stubbed.ssm.add_response(  # the second page: the answer is read to the end
+        "describe_instance_information",
+        {"InstanceInformationList": [shapes.instance_information(IDS[1], "ConnectionLost")]},
+        expected_params={"Filters": filters, "MaxResults": 50, "NextToken": "page-2"},
     )
     # when / then
     assert stubbed.provider.agents_online(asked) == {IDS[0]: True, IDS[1]: False, "i-0a1b2c3d4e5f60003": False}

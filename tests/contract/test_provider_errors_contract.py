@@ -159,18 +159,24 @@ def test_access_denied_on_the_environment_is_not_swallowed(stubbed: Stubbed) -> 
 
 
 def test_a_request_the_model_refuses_is_a_provider_error_before_anything_is_sent(stubbed: Stubbed) -> None:
-    # given: an answer queued; DescribeInstanceInformation's filter values need at least one id
-    stubbed.ssm.add_response("describe_instance_information", {"InstanceInformationList": []})
+    # given: an answer queued; a parameter name needs at least one character
+    stubbed.ssm.add_response("delete_parameter", {})
     # when
     with pytest.raises(ProviderError) as raised:
-        stubbed.provider.agents_online([])
+        stubbed.provider.delete_environment("")
     # then: botocore's ParamValidationError, translated (no SDK exception), and the answer never taken
     assert type(raised.value) is ProviderError
-    assert raised.value.details == {"operation": "ssm:DescribeInstanceInformation"}
+    assert raised.value.details["operation"] == "ssm:DeleteParameter"
     assert "ParamValidationError" in raised.value.message
     assert "valid min length: 1" in str(raised.value.__cause__)
     with pytest.raises(AssertionError, match="responses remaining"):
         stubbed.ssm.assert_no_pending_responses()
+
+
+def test_no_instance_to_ask_about_is_answered_without_a_call(stubbed: Stubbed) -> None:
+    # DescribeInstanceInformation's filter needs at least one id: an empty question is not sent
+    assert stubbed.provider.agents_online([]) == {}
+    stubbed.assert_no_pending_responses()
 
 
 SSM_METHODS = [

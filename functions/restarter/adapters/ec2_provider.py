@@ -392,11 +392,19 @@ class Ec2Provider:
         return result
 
     def agents_online(self, instance_ids: list[str]) -> dict[str, bool]:
-        with translated("ssm:DescribeInstanceInformation"):
-            info = self._ssm.describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": instance_ids}])[
-                "InstanceInformationList"
-            ]
-        online = {i["InstanceId"]: i.get("PingStatus") == "Online" for i in info}
+        """Per instance, whether its SSM agent answers (pages read to the end, 50 ids a filter)."""
+        online: dict[str, bool] = {}
+        for chunk in _chunks(instance_ids):
+            kwargs: dict[str, Any] = {"Filters": [{"Key": "InstanceIds", "Values": chunk}], "MaxResults": 50}
+            while True:
+                with translated("ssm:DescribeInstanceInformation"):
+                    page = self._ssm.describe_instance_information(**kwargs)
+                online.update(
+                    {i["InstanceId"]: i.get("PingStatus") == "Online" for i in page["InstanceInformationList"]}
+                )
+                if not page.get("NextToken"):
+                    break
+                kwargs["NextToken"] = page["NextToken"]
         return {iid: online.get(iid, False) for iid in instance_ids}
 
     # ----------------------------------------------------------- environment
