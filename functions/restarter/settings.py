@@ -9,12 +9,14 @@ An empty value counts as unset.
 | variable | functions (template.yaml) |
 | --- | --- |
 | CLUSTERS_TABLE, RESTARTS_TABLE, LOCKS_TABLE, AUDIT_TABLE | all (Globals) |
-| API_KEYS_TABLE, IDEMPOTENCY_TABLE, EVENT_BUS_NAME, CLUSTER_TAG_KEY | all (Globals) |
+| API_KEYS_TABLE, IDEMPOTENCY_TABLE, EVENT_BUS_NAME, CLUSTER_TAG_KEY, HEALTH_TABLE | all (Globals) |
 | STATE_MACHINE_ARN | all but RestartStep and ApiKeyAuthorizer |
 | API_WAIT_BUDGET_SECONDS, SCHEDULE_TARGET_ARN, SCHEDULER_ROLE_ARN, SCHEDULE_DEAD_LETTER_ARN | Api |
 | ROLLOUTS_TABLE | Api, QueueRestart, RolloutStep, ScheduledRollout |
 | ROLLOUT_STATE_MACHINE_ARN | Api, QueueRestart, ScheduledRollout |
-| RECOVERY_TABLE | AlarmRecovery |
+| RECOVERY_TABLE | AlarmRecovery, Api, RestartExecutionEnded |
+| RECOVERY_BREAKER_SHARE, RECOVERY_BREAKER_MIN_CLUSTERS, RECOVERY_BREAKER_WINDOW_MINUTES | AlarmRecovery, Api, RestartExecutionEnded |
+| RESTART_STEP_ROLE_ARN | Api |
 | AWS_REGION (else AWS_DEFAULT_REGION) | all (set by Lambda) |
 
 POWERTOOLS_* and LOG_LEVEL are read by Powertools itself.
