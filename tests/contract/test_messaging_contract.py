@@ -29,7 +29,7 @@ from restarter.domain.errors import (
 from restarter.domain.rollouts import RolloutTargets
 from restarter.domain.schedules import ScheduleRequest
 from restarter.services.ended_executions import CLEANUP_SUFFIX
-from tests.contract.test_dynamodb_stores_contract import add_error, rollout_record, stub_clients
+from tests.contract.dynamodb_stubs import add_error, rollout_record, stub_clients
 
 ACCOUNT = "123456789012"
 MACHINE = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:RestartStateMachine"
