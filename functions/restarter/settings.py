@@ -15,7 +15,8 @@ An empty value counts as unset.
 | ROLLOUTS_TABLE | Api, QueueRestart, RolloutStep, ScheduledRollout |
 | ROLLOUT_STATE_MACHINE_ARN | Api, QueueRestart, ScheduledRollout |
 | RECOVERY_TABLE | AlarmRecovery, Api, RestartExecutionEnded |
-| RECOVERY_BREAKER_SHARE, RECOVERY_BREAKER_MIN_CLUSTERS, RECOVERY_BREAKER_WINDOW_MINUTES | AlarmRecovery, Api, RestartExecutionEnded |
+| RECOVERY_BREAKER_SHARE, RECOVERY_BREAKER_MIN_CLUSTERS | AlarmRecovery, Api, RestartExecutionEnded |
+| RECOVERY_BREAKER_WINDOW_MINUTES | AlarmRecovery, Api, RestartExecutionEnded |
 | RESTART_STEP_ROLE_ARN | Api |
 | AWS_REGION (else AWS_DEFAULT_REGION) | all (set by Lambda) |
 
