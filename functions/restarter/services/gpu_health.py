@@ -20,6 +20,7 @@ from restarter.domain.health import workload_problems
 from restarter.domain.inventory import CommandInvocation
 from restarter.domain.models import Cluster, format_time
 from restarter.observability import logger, metrics
+from restarter.services.restart.context import port_args
 
 if TYPE_CHECKING:
     from restarter.adapters.health_store import HealthReportStore
@@ -36,14 +37,10 @@ def gpu_expectation(provider: Provider, instance_type: str, gpu_count: int | Non
 
 
 def send_health_command(provider: Provider, cluster: Cluster, expected: GpuExpectation) -> str:
-    ports = [
-        {"internal_port": p.internal_port, "external_port": p.external_port, "protocol": p.protocol}
-        for p in cluster.container.port_mappings
-    ]
     return provider.run_command(
         cluster.instance_ids,
         HEALTH_COMMAND,
-        {"ports": ports, "expected_gpus": expected.count},
+        {"ports": port_args(cluster.container), "expected_gpus": expected.count},
         timeout_seconds=HEALTH_COMMAND_TIMEOUT_SECONDS,
     )
 

@@ -17,6 +17,7 @@ from typing import Any
 from restarter.domain.errors import PhaseFailedError
 from restarter.domain.gpu.findings import SETTLING_CODES, Finding
 from restarter.domain.gpu.records import NodeHealthRecord
+from restarter.domain.gpu.report import GpuExpectation
 from restarter.domain.models import format_time, parse_time
 from restarter.services.gpu_health import (
     findings_detail,
@@ -41,6 +42,9 @@ class HealthState(CommandState):
     # when the command being collected was sent: the report is the node as it was then
     sent_at: str | None = None
     checks: int = 0
+    # what the instance type has (DescribeInstanceTypes, asked once per phase)
+    expected_gpus: int | None = None
+    expected_model: str | None = None
     # what the last check found (shown when a restart is explained)
     last_problems: dict[str, Any] | None = None
     # findings that did not block readiness (an application Xid, a throttle), reported
@@ -117,10 +121,14 @@ def _settle(ctx: PhaseContext[HealthState], problems: dict[str, Any], records: l
     return False
 
 
-def _expectation(ctx: PhaseContext[HealthState]) -> Any:
-    target = ctx.record.target
-    return gpu_expectation(
-        ctx.provider,
-        target.instance_type or ctx.cluster.instance_type,
-        target.instance_gpu_count if target.instance_type else None,
-    )
+def _expectation(ctx: PhaseContext[HealthState]) -> GpuExpectation:
+    """The GPUs of the instance type (the target's when the restart changes it), asked once."""
+    state, target = ctx.state, ctx.record.target
+    if state.expected_gpus is None:
+        expected = gpu_expectation(
+            ctx.provider,
+            target.instance_type or ctx.cluster.instance_type,
+            target.instance_gpu_count if target.instance_type else None,
+        )
+        state.expected_gpus, state.expected_model = expected.count, expected.model
+    return GpuExpectation(count=state.expected_gpus, model=state.expected_model)
