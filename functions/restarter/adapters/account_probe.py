@@ -67,9 +67,8 @@ class AccountProbe:
                 PolicySourceArn=role_arn, ActionNames=actions, ResourceArns=resource_arns, ContextEntries=entries
             )
         except ClientError as exc:
-            if error_code(exc) in UNANSWERED_CODES or exc.response.get("ResponseMetadata", {}).get(
-                "HTTPStatusCode"
-            ) in (404, 501):
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error_code(exc) in UNANSWERED_CODES or status in (404, 501):
                 return None
             with translated("iam:SimulatePrincipalPolicy"):
                 raise

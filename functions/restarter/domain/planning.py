@@ -103,3 +103,22 @@ def poll_delay(phase: Phase, attempt: int) -> int:
 def max_polls(timeout_minutes: int) -> int:
     """A bound on any poll loop, even if the clock misbehaves: the deadline is the real limit."""
     return max(20, timeout_minutes * 12)
+
+
+# Waiting for EC2 capacity (InsufficientInstanceCapacity): 30 s, doubling, at most 5 minutes a
+# wait; the last try leaves the restart time to boot and pass its health checks.
+CAPACITY_FIRST_WAIT_SECONDS = 30
+CAPACITY_MAX_WAIT_SECONDS = 300
+CAPACITY_DEADLINE_MARGIN_SECONDS = 300
+CAPACITY_SUGGESTION = (
+    "The instances are stopped; their EBS volumes are intact (instance-store data is gone). Start them "
+    "again when EC2 has capacity for the type, or reserve it (an On-Demand Capacity Reservation or "
+    "EC2 Capacity Blocks for ML), or restart with another instance type of the family."
+)
+
+
+def capacity_wait(refusals: int, seconds_left: float) -> int | None:
+    """Seconds before trying a start EC2 refused for want of capacity again (30 s, doubling, at
+    most 5 minutes); None when the deadline leaves no time for another try and the boot after it."""
+    wait = min(CAPACITY_MAX_WAIT_SECONDS, CAPACITY_FIRST_WAIT_SECONDS * 2 ** (refusals - 1))
+    return None if seconds_left < wait + CAPACITY_DEADLINE_MARGIN_SECONDS else wait

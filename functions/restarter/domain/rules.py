@@ -42,6 +42,21 @@ def ensure_restartable(cluster: Cluster) -> None:
     raise InvalidStateError("Cluster cannot be restarted in current state", details)
 
 
+def ensure_health_checkable(cluster: Cluster) -> None:
+    """An on-demand health check needs running (or errored) instances that no restart holds:
+    a restart runs its own checks, and a stopped node has nothing to check."""
+    if cluster.current_restart_id is None and cluster.status in ("running", "error"):
+        return
+    raise InvalidStateError(
+        "A health check needs a running cluster that no restart holds",
+        {
+            "current_status": "restarting" if cluster.current_restart_id else cluster.status,
+            "restart_id": cluster.current_restart_id,
+            "suggestion": "The restart runs its own health checks; read them with GET /v1/clusters/{id}/health",
+        },
+    )
+
+
 def choose_instance_type(
     current: InstanceTypeInfo,
     family: Sequence[InstanceTypeInfo],

@@ -53,9 +53,4 @@ def lambda_handler(event: ExecutionStatusChangeEvent, context: LambdaContext) ->
         cause=cause,
     )
     logger.info("ended execution handled", error=detail.error, **result)
-    if detail.status == "FAILED" and result.get("reason") == "restart already concluded":
-        # a failed rung of the node recovery ladder: the next rung (an alarm does not fire twice)
-        outcome = continue_after(get_alarm_recovery(), result["restart_id"])
-        if outcome is not None:
-            result = {**result, "recovery": outcome.to_dict()}
-    return {"success": True, "data": result}
+    return {"success": True, "data": continue_after(get_alarm_recovery(), detail.status, result)}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import secrets
 
-from restarter.domain.errors import InvalidStateError
 from restarter.domain.gpu.records import ClusterHealth, PendingHealthCheck, summarize
 from restarter.domain.gpu.report import GpuExpectation
 from restarter.domain.models import Cluster, format_time
+from restarter.domain.rules import ensure_health_checkable
 from restarter.observability import logger
 from restarter.services.gpu_health import gpu_expectation, node_records, send_health_command, store_reports
 from restarter.services.restart_api import visible_cluster
@@ -36,15 +36,7 @@ def start_health_check(deps: Dependencies, tenant_id: str, cluster_id: str, requ
     running = deps.health.pending(cluster.id)
     if running is not None and not _collect(deps, cluster, running):
         return running
-    if cluster.current_restart_id is not None or cluster.status not in ("running", "error"):
-        raise InvalidStateError(
-            "A health check needs a running cluster that no restart holds",
-            {
-                "current_status": "restarting" if cluster.current_restart_id else cluster.status,
-                "restart_id": cluster.current_restart_id,
-                "suggestion": "The restart runs its own health checks; read them with GET /v1/clusters/{id}/health",
-            },
-        )
+    ensure_health_checkable(cluster)
     expected = gpu_expectation(deps.provider, cluster.instance_type)
     command_id = send_health_command(deps.provider, cluster, expected)
     check = PendingHealthCheck(

@@ -9,6 +9,7 @@ the ended execution (`continue_ladder`): an alarm does not fire again while it s
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from restarter.domain.circuit_breaker import (
     BreakerPolicy,
@@ -19,6 +20,7 @@ from restarter.domain.circuit_breaker import (
     evaluate_breaker,
     pause,
 )
+from restarter.domain.errors import ConflictError
 from restarter.domain.gpu.records import NodeHealthRecord, worst_of
 from restarter.domain.models import Cluster, RestartRecord, format_time, parse_time
 from restarter.domain.node_recovery import NEEDS_REPLACEMENT_EVENT, RungDecision, choose_rung, holds_local_state
@@ -182,8 +184,6 @@ def breaker_admits(
         return RecoveryOutcome(
             "paused", alarm.alarm_name, alarm.event_id, cluster_id=cluster.id, reasons=[decision.reason]
         )
-    from restarter.domain.errors import ConflictError
-
     raise ConflictError(
         "The recovery circuit breaker is being updated concurrently; retry", {"tenant": cluster.tenant_id}
     )
@@ -194,7 +194,6 @@ def close_breaker(
 ) -> tuple[BreakerState, list[RecoveryOutcome]]:
     """An operator closes the breaker: paused recoveries are started again, in order (each one
     through the breaker, which holds closed for one window after an operator's close)."""
-    from restarter.domain.errors import ConflictError
     from restarter.services.alarm_recovery import recover_from_alarm
 
     policy = breaker_policy(service)
@@ -244,10 +243,14 @@ def _publish_breaker(service: AlarmRecoveryDependencies, detail_type: str, state
 # ---------------------------------------------------------------- the ladder after a failed rung
 
 
-def continue_after(service: AlarmRecoveryDependencies, restart_id: str) -> RecoveryOutcome | None:
-    """For an ended execution: the next rung, when the restart was a failed rung of the ladder."""
-    loaded = service.deps.restarts.get(restart_id)
-    return continue_ladder(service, loaded[0]) if loaded else None
+def continue_after(service: AlarmRecoveryDependencies, status: str, ended: dict[str, Any]) -> dict[str, Any]:
+    """An ended execution's answer, with the next rung when the state machine had concluded a
+    failed rung of the ladder (its own FAILED end; an alarm does not fire twice)."""
+    if status != "FAILED" or ended.get("reason") != "restart already concluded":
+        return ended
+    loaded = service.deps.restarts.get(str(ended["restart_id"]))
+    outcome = continue_ladder(service, loaded[0]) if loaded else None
+    return {**ended, "recovery": outcome.to_dict()} if outcome is not None else ended
 
 
 def continue_ladder(service: AlarmRecoveryDependencies, record: RestartRecord) -> RecoveryOutcome | None:

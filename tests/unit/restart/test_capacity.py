@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from restarter.domain.errors import InsufficientCapacityError
 from restarter.domain.models import RestartRecord
-from restarter.services.restart.context import CAPACITY_SUGGESTION
+from restarter.domain.planning import CAPACITY_SUGGESTION
 from tests.unit.conftest import StartRestart
 from tests.unit.fakes import FakeWorld
 from tests.unit.restart.driver import drive

@@ -13,19 +13,10 @@ from restarter.domain.errors import InsufficientCapacityError, PhaseFailedError,
 from restarter.domain.inventory import InstanceView
 from restarter.domain.models import Cluster, ContainerSpec, RestartRecord, VolumeInfo, format_time, parse_time
 from restarter.domain.outcome import failure_summary
+from restarter.domain.planning import CAPACITY_SUGGESTION, capacity_wait
 from restarter.services.restart.state import PhaseState, StateT
 
 START_SERVICES_TIMEOUT_SECONDS = 600
-# Waiting for EC2 capacity (InsufficientInstanceCapacity): 30 s, doubling, at most 5 minutes a
-# wait; the last try leaves the restart time to boot and pass its health checks.
-CAPACITY_FIRST_WAIT_SECONDS = 30
-CAPACITY_MAX_WAIT_SECONDS = 300
-CAPACITY_DEADLINE_MARGIN_SECONDS = 300
-CAPACITY_SUGGESTION = (
-    "The instances are stopped; their EBS volumes are intact (instance-store data is gone). Start them "
-    "again when EC2 has capacity for the type, or reserve it (an On-Demand Capacity Reservation or "
-    "EC2 Capacity Blocks for ML), or restart with another instance type of the family."
-)
 
 
 @dataclass
@@ -93,9 +84,9 @@ def start_instances(ctx: PhaseContext[Any], instance_ids: list[str]) -> bool:
         ctx.provider.start(instance_ids)
     except InsufficientCapacityError as exc:
         state.capacity_refusals += 1
-        wait = min(CAPACITY_MAX_WAIT_SECONDS, CAPACITY_FIRST_WAIT_SECONDS * 2 ** (state.capacity_refusals - 1))
         left = (parse_time(ctx.record.deadline) - ctx.now()).total_seconds()
-        if left < wait + CAPACITY_DEADLINE_MARGIN_SECONDS:
+        wait = capacity_wait(state.capacity_refusals, left)
+        if wait is None:
             raise InsufficientCapacityError(
                 "EC2 has no capacity to start the instances; they are stopped",
                 capacity_failure_details(ctx, instance_ids, exc, state.capacity_refusals),
